@@ -1,0 +1,1 @@
+"""Subcommands of the ``diffflow`` CLI (see ``diffflow_core.cli``)."""

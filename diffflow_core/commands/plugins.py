@@ -1,0 +1,32 @@
+"""``diffflow plugins [--json]``: every plugin with distribution, version, status, hooks and error."""
+from __future__ import annotations
+
+import json
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("plugins", help="list installed plugins and their status")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from diffflow_core.plugins import manager
+
+    infos = manager().infos()
+    if args.json:
+        print(json.dumps([i.as_dict() for i in infos], indent=2))
+        return 0
+    rows = [("plugin", "distribution", "version", "status", "components", "hooks")]
+    rows += [(i.name, i.distribution, i.version, i.status, str(i.components),
+              ",".join(h.removeprefix("register_") for h in i.hooks)) for i in infos]
+    print(_table(rows))
+    for info in infos:
+        if info.error:
+            print(f"\n{info.name}: {info.error}")
+    return 0
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

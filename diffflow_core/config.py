@@ -1,0 +1,213 @@
+"""Model configuration: attrs classes with validators whose errors name the field, the value and the expectation.
+
+A config names the four parts and their parameters, plus data, training and sampling settings. It comes
+from a dict, a TOML file, or a preset (a dict registered under ``presets``) with overrides merged on top::
+
+    [flow]
+    name = "score"
+    parameterisation = "edm"
+    [objective]
+    name = "dsm-edm"
+    [solver]
+    name = "heun"
+    [train]
+    steps = 2000
+"""
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from diffflow_core.errors import ConfigError, did_you_mean
+
+__all__ = ["ComponentSpec", "TrainConfig", "SampleConfig", "ModelConfig", "load_config", "merge"]
+
+
+def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"{type(instance).__name__.lower().replace('config', '')}.{attribute.name}: "
+                          f"expected a positive number, got {value!r}")
+
+
+def _non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"{type(instance).__name__.lower().replace('config', '')}.{attribute.name}: "
+                          f"expected a number >= 0, got {value!r}")
+
+
+def _unit_interval(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(f"train.{attribute.name}: expected a number in [0, 1), got {value!r}")
+
+
+@attrs.define
+class ComponentSpec:
+    """A component by registry name plus constructor parameters."""
+
+    name: str = attrs.field()
+    params: dict[str, Any] = attrs.field(factory=dict)
+
+    @name.validator
+    def _check_name(self, attribute: attrs.Attribute, value: Any) -> None:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"name: expected a non-empty component name, got {value!r}")
+
+    @classmethod
+    def parse(cls, field: str, value: Any) -> "ComponentSpec | None":
+        if value is None or isinstance(value, ComponentSpec):
+            return value
+        if isinstance(value, str):
+            return cls(value)
+        if isinstance(value, dict):
+            if "name" not in value:
+                raise ConfigError(f"{field}: expected a table with a 'name' key, got keys {sorted(value)}")
+            params = {k: v for k, v in value.items() if k != "name"}
+            return cls(value["name"], params)
+        raise ConfigError(f"{field}: expected a component name or a table, got {type(value).__name__}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.params}
+
+
+@attrs.define
+class TrainConfig:
+    """Training-engine settings shared by every family."""
+
+    steps: int = attrs.field(default=1000, validator=_positive)
+    batch_size: int = attrs.field(default=128, validator=_positive)
+    lr: float = attrs.field(default=2e-4, validator=_positive)
+    betas: tuple[float, float] = attrs.field(default=(0.9, 0.999), converter=tuple)
+    weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
+    warmup: int = attrs.field(default=0, validator=_non_negative)
+    grad_clip: float | None = attrs.field(default=None, validator=_positive)
+    ema: float = attrs.field(default=0.0, validator=_unit_interval)
+    seed: int = 0
+    log_every: int = attrs.field(default=50, validator=_positive)
+    eval_every: int | None = attrs.field(default=None, validator=_positive)
+    checkpoint_every: int | None = attrs.field(default=None, validator=_positive)
+    progress: bool = True
+
+
+@attrs.define
+class SampleConfig:
+    """Default sampling settings: number of solver steps and samples."""
+
+    steps: int = attrs.field(default=35, validator=_positive)
+    n: int = attrs.field(default=2000, validator=_positive)
+
+
+_SECTIONS = ("flow", "objective", "smoother", "solver", "data", "train", "sample", "preset", "summary")
+
+
+@attrs.define
+class ModelConfig:
+    """What ``build`` needs: the four parts, the data, training and sampling settings."""
+
+    flow: ComponentSpec
+    objective: ComponentSpec | None = None
+    smoother: ComponentSpec = attrs.Factory(lambda: ComponentSpec("identity"))
+    solver: ComponentSpec = attrs.Factory(lambda: ComponentSpec("euler"))
+    data: ComponentSpec | None = None
+    train: TrainConfig = attrs.Factory(TrainConfig)
+    sample: SampleConfig = attrs.Factory(SampleConfig)
+    preset: str | None = None
+    summary: str = ""
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "ModelConfig":
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config: expected a table, got {type(raw).__name__}")
+        for key in raw:
+            if key not in _SECTIONS:
+                raise ConfigError(f"config: unknown section {key!r}{did_you_mean(key, _SECTIONS)}; "
+                                  f"expected some of {', '.join(_SECTIONS)}")
+        if "flow" not in raw:
+            raise ConfigError("flow: a config must name a flow (e.g. flow = {name = 'score'})")
+        kwargs: dict[str, Any] = {k: ComponentSpec.parse(k, raw.get(k)) for k in ("flow", "objective", "data")}
+        for key in ("smoother", "solver"):
+            if raw.get(key) is not None:
+                kwargs[key] = ComponentSpec.parse(key, raw[key])
+        kwargs["train"] = _settings(TrainConfig, "train", raw.get("train", {}))
+        kwargs["sample"] = _settings(SampleConfig, "sample", raw.get("sample", {}))
+        kwargs["preset"] = raw.get("preset")
+        kwargs["summary"] = raw.get("summary", "")
+        return cls(**kwargs)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"flow": self.flow.as_dict(), "smoother": self.smoother.as_dict(),
+                               "solver": self.solver.as_dict(), "train": attrs.asdict(self.train),
+                               "sample": attrs.asdict(self.sample)}
+        if self.objective is not None:
+            out["objective"] = self.objective.as_dict()
+        if self.data is not None:
+            out["data"] = self.data.as_dict()
+        if self.preset:
+            out["preset"] = self.preset
+        if self.summary:
+            out["summary"] = self.summary
+        out["train"]["betas"] = list(out["train"]["betas"])
+        return out
+
+
+def _settings(cls: type, section: str, raw: Any) -> Any:
+    if isinstance(raw, cls):
+        return raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{section}: expected a table, got {type(raw).__name__}")
+    names = [f.name for f in attrs.fields(cls)]
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"{section}.{key}: unknown setting{did_you_mean(key, names)}; "
+                              f"expected some of {', '.join(names)}")
+    return cls(**raw)
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``overrides`` into a copy of ``base``; a new component name replaces its parameters."""
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        current = out.get(key)
+        if isinstance(current, dict) and isinstance(value, dict):
+            if "name" in value and value["name"] != current.get("name"):
+                out[key] = copy.deepcopy(value)
+            else:
+                out[key] = merge(current, value)
+        elif isinstance(current, dict) and isinstance(value, str) and key in ("flow", "objective", "smoother",
+                                                                             "solver", "data"):
+            out[key] = {"name": value} if value != current.get("name") else current
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config(source: str | Path | dict[str, Any] | None = None, *, preset: str | None = None,
+                overrides: dict[str, Any] | None = None) -> ModelConfig:
+    """A validated :class:`ModelConfig` from a TOML file, a dict, or a preset, with ``overrides`` on top."""
+    raw: dict[str, Any] = {}
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise ConfigError(f"config: file {str(path)!r} does not exist")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config: {path} is not valid TOML: {exc}") from exc
+    elif isinstance(source, dict):
+        raw = copy.deepcopy(source)
+    elif source is not None:
+        raise ConfigError(f"config: expected a TOML path or a dict, got {type(source).__name__}")
+    preset = preset or raw.pop("preset", None)
+    if preset:
+        from diffflow_core.plugins import registry
+
+        base = copy.deepcopy(registry("presets").get(preset))
+        raw = merge(base, raw)
+        raw["preset"] = preset
+    config = ModelConfig.from_dict(merge(raw, overrides or {}))
+    return config

@@ -1,0 +1,11 @@
+"""Datasets: what models train on and are measured against (registry ``datasets``).
+
+A :class:`Dataset` holds a fixed ``train`` and ``test`` tensor (``[N, *event_shape]``, float32, in model
+space), optional integer ``labels``, and, for targets known in closed form, ``log_prob``/``score`` and
+``smoothed_score(x, sigma)`` (the score of ``q_sigma = q * N(0, sigma^2 I)``, SPEC §1.1).
+"""
+from __future__ import annotations
+
+from diffflow_core.data.base import Dataset, load_dataset
+
+__all__ = ["Dataset", "load_dataset"]

@@ -1,0 +1,230 @@
+"""The four interfaces every diffflow model is built from (DESIGN.md §1).
+
+A model moves particles ``x`` (a float tensor ``[N, *shape]``) by a **Flow** (a drift ``v(x, t)`` and an
+optional diffusion ``g(t)``, i.e. ``dx = v dt + g dW``), possibly through a **Smoother** (identity, a
+generator's NTK, a Stein kernel), integrated by a **Solver** over a time grid. An **Objective** fits the
+learnable estimators a flow owns (score nets, discriminators, ...) to data.
+
+These classes are the plugin contract: third-party plugins subclass them and nothing else.
+"""
+from __future__ import annotations
+
+from typing import Callable, ClassVar, Iterable, Sequence
+
+import attrs
+import torch
+from torch import Tensor, nn
+
+from diffflow_core.errors import ConfigError
+
+__all__ = ["Flow", "Objective", "Smoother", "Solver", "Player", "Batch", "StepInfo", "check_finite"]
+
+
+@attrs.frozen
+class Batch:
+    """One training batch: data ``x`` ``[B, *shape]`` and optional integer class labels ``y`` ``[B]``."""
+
+    x: Tensor
+    y: Tensor | None = None
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(self.x.to(device), None if self.y is None else self.y.to(device))
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+class Flow(nn.Module):
+    """The drift ``v(x, t)`` of a particle batch and its diffusion coefficient ``g(t)``.
+
+    A flow sees the whole batch, so interacting flows (MMD, KDE scores, SVGD) are natural. It owns the
+    learnable estimators it needs, as sub-modules, so ``flow.parameters()`` are what an Objective trains.
+
+    Time conventions are the flow's: :meth:`time_grid` returns the grid a solver integrates over (it may
+    decrease, e.g. EDM integrates sigma from sigma_max down to 0) and :meth:`prior` draws the particles at
+    ``times[0]``.
+    """
+
+    #: Shape of one particle (set by ``build`` from the data, or given by the user).
+    event_shape: tuple[int, ...] = ()
+    #: True when the drift is singular at the last grid point (EDM's sigma = 0): Heun skips its correction there.
+    singular_end: ClassVar[bool] = False
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+        """Return ``v(x, t)``, same shape as ``x``; ``t`` is a scalar tensor or shape ``[N]``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement drift(x, t)")
+
+    def diffusion(self, t: Tensor) -> Tensor | float:
+        """Return ``g(t)`` of ``dx = v dt + g dW``; 0 (the default) makes the flow an ODE."""
+        return 0.0
+
+    @property
+    def is_stochastic(self) -> bool:
+        """Whether :meth:`diffusion` is non-zero somewhere; ODE-only solvers reject such flows."""
+        return type(self).diffusion is not Flow.diffusion
+
+    def time_grid(self, steps: int) -> Tensor:
+        """The default grid of ``steps + 1`` times for sampling with ``steps`` solver steps: uniform on [0, 1]."""
+        check_steps(steps)
+        return torch.linspace(0.0, 1.0, steps + 1)
+
+    def prior(self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None) -> Tensor:
+        """Initial particles at ``time_grid(.)[0]``: standard normal of :attr:`event_shape` by default."""
+        device = device if device is not None else _module_device(self)
+        return torch.randn((n, *self.event_shape), generator=generator, device=device)
+
+    def sampling(self, **options):
+        """A context manager that applies sampling options (class label, guidance, ...) during a solve."""
+        raise ConfigError(f"flow {type(self).__name__} accepts no sampling options, got {sorted(options)}")
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:  # nn.Module entry point == drift
+        return self.drift(x, t)
+
+
+class Smoother:
+    """How a drift moves particles (SPEC §2.3, §2.5): identity, a generator's NTK, or a kernel.
+
+    ``velocity`` is the effective particle velocity ``A[v]``; ``advance`` performs one explicit step of
+    size ``dt`` and returns the new particles (for a generator this is an optimiser step on its weights).
+    """
+
+    name: ClassVar[str] = "smoother"
+
+    def velocity(self, flow: Flow, x: Tensor, t: Tensor) -> Tensor:
+        return flow.drift(x, t)
+
+    def advance(self, flow: Flow, x: Tensor, t: Tensor, dt: Tensor) -> Tensor:
+        return x + dt * self.velocity(flow, x, t)
+
+
+class Solver:
+    """Integrates a flow over a time grid (DESIGN §1 contract).
+
+    Subclasses declare :attr:`order` and :attr:`stochastic` (whether they handle a non-zero diffusion) and
+    implement :meth:`step`. :meth:`solve` validates input, loops over the grid, counts drift evaluations
+    (:attr:`nfe`), stops on NaN/Inf naming the step and time, and records or reports each step.
+    """
+
+    order: ClassVar[int] = 1
+    stochastic: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self.nfe = 0
+
+    def _velocity(self, flow: Flow, smoother: Smoother, x: Tensor, t: Tensor) -> Tensor:
+        self.nfe += 1
+        return smoother.velocity(flow, x, t)
+
+    def step(self, flow: Flow, smoother: Smoother, x: Tensor, t0: Tensor, t1: Tensor, *,
+             generator: torch.Generator | None, last: bool) -> Tensor:
+        raise NotImplementedError
+
+    def solve(self, flow: Flow, x0: Tensor, times: Tensor | Sequence[float], *,
+              smoother: Smoother | None = None, generator: torch.Generator | None = None,
+              callback: Callable[[StepInfo], None] | None = None, record: bool = False) -> Tensor:
+        """Integrate ``flow`` from ``times[0]`` to ``times[-1]`` starting at ``x0``; return the final particles.
+
+        With ``record=True`` the trajectory ``[len(times), *x0.shape]`` is kept in :attr:`trajectory`.
+        """
+        from diffflow_core.smoothers import IdentitySmoother
+
+        times = torch.as_tensor(times, dtype=x0.dtype, device=x0.device)
+        if times.ndim != 1 or times.numel() < 2:
+            raise ConfigError(f"times: expected a 1-D grid of at least 2 points, got shape {tuple(times.shape)}")
+        diffs = times[1:] - times[:-1]
+        if not (bool((diffs > 0).all()) or bool((diffs < 0).all())):
+            raise ConfigError("times: expected a strictly monotone grid (increasing or decreasing)")
+        if flow.is_stochastic and not self.stochastic:
+            raise ConfigError(
+                f"solver {type(self).__name__} integrates ODEs only, but flow {type(flow).__name__} has a "
+                "non-zero diffusion; use a stochastic solver such as 'euler-maruyama'")
+        check_finite(x0, "x0")
+        smoother = smoother if smoother is not None else IdentitySmoother()
+        self.nfe = 0
+        steps = times.numel() - 1
+        trajectory = [x0.detach().clone()] if record else None
+        x = x0
+        for i in range(steps):
+            t0, t1 = times[i], times[i + 1]
+            x = self.step(flow, smoother, x, t0, t1, generator=generator, last=i == steps - 1)
+            check_finite(x, f"particles after step {i + 1}/{steps} (t={float(t1):.6g})")
+            if trajectory is not None:
+                trajectory.append(x.detach().clone())
+            if callback is not None:
+                callback(StepInfo(i=i, t=t1, x=x, nfe=self.nfe))
+        self.trajectory = torch.stack(trajectory) if trajectory is not None else None
+        return x
+
+
+@attrs.frozen
+class StepInfo:
+    """What a per-step callback receives after step ``i`` (0-based), at time ``t``."""
+
+    i: int
+    t: Tensor
+    x: Tensor
+    nfe: int
+
+
+@attrs.define
+class Player:
+    """One optimised party of a training iteration: its parameters and its loss.
+
+    Single-network families have one player; GANs have a discriminator and a generator. ``every`` makes a
+    player update only on iterations divisible by it (Score GAN's generator), ``repeats`` several times per
+    iteration (several discriminator steps).
+    """
+
+    name: str
+    parameters: list[nn.Parameter]
+    loss: Callable[[Batch, torch.Generator | None], Tensor]
+    lr: float | None = None
+    betas: tuple[float, float] | None = None
+    repeats: int = 1
+    every: int = 1
+
+
+class Objective:
+    """The loss that fits a flow's estimators to data (and, where needed, to current particles).
+
+    Simple objectives implement :meth:`loss`; multi-player ones (GANs) override :meth:`players`.
+    """
+
+    def loss(self, flow: Flow, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement loss(flow, batch, generator)")
+
+    def players(self, model) -> list[Player]:
+        """The parties the trainer optimises; default: one player training all of ``model.flow``."""
+        params = [p for p in model.flow.parameters() if p.requires_grad]
+        return [Player("model", params, lambda batch, gen: self.loss(model.flow, batch, gen))]
+
+
+def check_steps(steps: int) -> None:
+    """Step counts are always explicit and positive (no silent single step)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"steps: expected a positive integer number of solver steps, got {steps!r}")
+
+
+def check_finite(x: Tensor, what: str) -> None:
+    """Raise ``FloatingPointError`` naming ``what`` when ``x`` holds NaN or Inf."""
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise FloatingPointError(f"{what}: {bad} non-finite value(s) (NaN/Inf)")
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def as_time(t: Tensor | float, like: Tensor) -> Tensor:
+    """A time as a ``[N]`` tensor matching the batch ``like`` (broadcasting scalars)."""
+    t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
+    return t.expand(like.shape[0]) if t.ndim == 0 else t
+
+
+def parameters_of(*modules: Iterable[nn.Module]) -> list[nn.Parameter]:
+    return [p for m in modules for p in m.parameters() if p.requires_grad]

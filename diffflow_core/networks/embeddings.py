@@ -1,0 +1,55 @@
+"""Time / noise-level embeddings: random Fourier features (GPM, SPEC §2.8) and sinusoidal (DDPM)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from diffflow_core.errors import ConfigError
+
+
+class FourierEmbedding(nn.Module):
+    """``[cos(2 pi w t), sin(2 pi w t)]`` with fixed frequencies ``w ~ N(0, scale^2)`` (``dim`` channels)."""
+
+    def __init__(self, dim: int = 128, scale: float = 16.0) -> None:
+        super().__init__()
+        if dim % 2:
+            raise ConfigError(f"embedding_dim: expected an even number, got {dim}")
+        gen = torch.Generator().manual_seed(0)  # fixed features: same network for the same seed
+        self.register_buffer("freqs", torch.randn(dim // 2, generator=gen) * scale)
+
+    def forward(self, t: Tensor) -> Tensor:
+        angles = 2 * math.pi * t[:, None] * self.freqs[None, :]
+        return torch.cat([angles.cos(), angles.sin()], dim=1)
+
+
+class SinusoidalEmbedding(nn.Module):
+    """Transformer/DDPM sinusoidal embedding of ``t`` (expects values of order 1 to 1000)."""
+
+    def __init__(self, dim: int = 128, max_period: float = 10_000.0) -> None:
+        super().__init__()
+        if dim % 2:
+            raise ConfigError(f"embedding_dim: expected an even number, got {dim}")
+        half = dim // 2
+        self.register_buffer("freqs", torch.exp(-math.log(max_period) * torch.arange(half) / half))
+
+    def forward(self, t: Tensor) -> Tensor:
+        angles = 1000.0 * t[:, None] * self.freqs[None, :]
+        return torch.cat([angles.cos(), angles.sin()], dim=1)
+
+
+def make_embedding(kind: str, dim: int, scale: float) -> nn.Module:
+    if kind == "fourier":
+        return FourierEmbedding(dim, scale)
+    if kind == "sinusoidal":
+        return SinusoidalEmbedding(dim)
+    raise ConfigError(f"time_embedding: expected 'fourier' or 'sinusoidal', got {kind!r}")
+
+
+def as_batch_time(t: Tensor | float | None, x: Tensor) -> Tensor:
+    """``t`` as a ``[N]`` tensor on ``x``'s device and dtype."""
+    if t is None:
+        raise ConfigError("t: this network is time-conditioned; call it as net(x, t)")
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    return t.expand(x.shape[0]) if t.ndim == 0 else t.reshape(x.shape[0])

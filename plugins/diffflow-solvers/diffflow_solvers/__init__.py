@@ -1,0 +1,1 @@
+"""First-party solvers and time grids for diffflow."""
