@@ -1,4 +1,7 @@
-"""The kernel's own components, registered through the same hooks as any plugin (protected names)."""
+"""The kernel's own components, registered through the same hooks as any plugin (protected names).
+
+Targets are lazy ``"module:attr"`` strings so loading the registry imports nothing heavy.
+"""
 from __future__ import annotations
 
 from diffflow_core.hookspecs import hookimpl
@@ -14,3 +17,13 @@ def register_smoothers(register):
 @hookimpl
 def register_networks(register):
     register("mlp", "diffflow_core.networks.mlp:MLP", "MLP with Fourier/sinusoidal time embedding and labels")
+
+
+@hookimpl
+def register_datasets(register):
+    """Datasets (diffflow_core.data)."""
+
+
+@hookimpl
+def register_metrics(register):
+    """Sample-quality metrics (diffflow_core.metrics)."""
