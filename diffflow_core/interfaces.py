@@ -9,6 +9,7 @@ These classes are the plugin contract: third-party plugins subclass them and not
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, ClassVar, Iterable, Sequence
 
 import attrs
@@ -72,6 +73,25 @@ class Flow(nn.Module):
         """Initial particles at ``time_grid(.)[0]``: standard normal of :attr:`event_shape` by default."""
         device = device if device is not None else _module_device(self)
         return torch.randn((n, *self.event_shape), generator=generator, device=device)
+
+    def ode_drift(self, x: Tensor, t: Tensor) -> Tensor:
+        """The probability-flow ODE drift (SPEC §1.7, §2.2 eq 8): its flow has the same marginals as this one.
+
+        Defaults to :meth:`drift` for deterministic flows; a stochastic flow that has a PF-ODE (the score
+        flow's reverse SDE) overrides it. ``diffflow_core.likelihood.log_prob`` integrates it.
+        """
+        if self.is_stochastic:
+            raise ConfigError(f"flow {type(self).__name__} is stochastic and defines no probability-flow ODE "
+                              "(override ode_drift to enable log_prob)")
+        return self.drift(x, t)
+
+    def prior_log_prob(self, x: Tensor) -> Tensor:
+        """``log p(x)`` ``[N]`` of the prior :meth:`prior` draws from (standard normal by default).
+
+        Flows whose prior is not the standard normal (EDM's ``N(0, sigma_max^2 I)``) override it.
+        """
+        flat = x.flatten(1)
+        return -0.5 * (flat.pow(2).sum(1) + flat.shape[1] * math.log(2 * math.pi))
 
     def sampling(self, **options):
         """A context manager that applies sampling options (class label, guidance, ...) during a solve."""
