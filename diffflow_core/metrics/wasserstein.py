@@ -1,0 +1,101 @@
+"""Wasserstein distances: exact W2 (POT's network simplex) with its data-vs-data floor, and sliced W2.
+
+A finite-sample W2 never reaches 0 even for a perfect sampler: two independent ``n``-point draws of the same
+law sit at a positive distance (the *floor* F). The comparable number is therefore ``W2(samples, data) / F``
+at the same ``n``, each averaged over seeds (a single 2,000-point W2 on ring5 varies by about +/-15%). A
+perfect sampler scores slightly below 1 because the floor compares two noisy sets where the model compares
+one.
+"""
+from __future__ import annotations
+
+import attrs
+import numpy as np
+import torch
+from torch import Tensor
+
+from diffflow_core.errors import ConfigError
+from diffflow_core.metrics._common import (SampleSource, as_matrix, check_positive_int, draws, reference_draw,
+                                           same_width)
+
+__all__ = ["W2Result", "w2", "w2_ratio", "sliced_wasserstein"]
+
+
+def w2(x: Tensor, y: Tensor) -> float:
+    """Exact 2-Wasserstein distance between two empirical laws with uniform weights (squared Euclidean cost)."""
+    import ot
+
+    x, y = as_matrix(x, "x"), as_matrix(y, "y")
+    same_width(x, y, "w2")
+    cost = torch.cdist(x, y).pow(2).numpy()
+    a = np.full(x.shape[0], 1.0 / x.shape[0])
+    b = np.full(y.shape[0], 1.0 / y.shape[0])
+    return float(np.sqrt(max(ot.emd2(a, b, cost, numItermax=10_000_000), 0.0)))
+
+
+@attrs.frozen
+class W2Result:
+    """W2 of samples to fresh data draws and the data-vs-data floor, both over ``seeds`` seeds."""
+
+    w2_mean: float
+    w2_std: float
+    floor_mean: float
+    floor_std: float
+    n: int
+    seeds: int
+    w2_values: tuple[float, ...] = attrs.field(repr=False)
+    floor_values: tuple[float, ...] = attrs.field(repr=False)
+
+    @property
+    def ratio(self) -> float:
+        """``mean W2 / mean floor``: about 0.9 for a perfect sampler, larger is worse."""
+        return self.w2_mean / self.floor_mean
+
+    def as_dict(self) -> dict[str, float]:
+        return {"w2_mean": self.w2_mean, "w2_std": self.w2_std, "floor_mean": self.floor_mean,
+                "floor_std": self.floor_std, "ratio": self.ratio, "n": self.n, "seeds": self.seeds}
+
+    def __str__(self) -> str:
+        return (f"W2 {self.w2_mean:.4f} +/- {self.w2_std:.4f}, floor {self.floor_mean:.4f} +/- {self.floor_std:.4f}, "
+                f"ratio {self.ratio:.3f} (n={self.n}, {self.seeds} seeds)")
+
+
+def w2_ratio(samples: SampleSource, dataset, n: int = 2000, seeds: int = 3) -> W2Result:
+    """W2 of ``samples`` to the data and the floor F at the same ``n``, averaged over seeds.
+
+    ``samples`` is ``fn(n, seed) -> [n, ...]`` (called for seeds 0..seeds-1; e.g.
+    ``lambda n, s: model.sample(n, steps, seed=s).x``) or a list of sample arrays (one per seed). For seed
+    ``i`` the reference and the floor's partner are fresh, independent draws ``dataset.sample(n, g_i)``.
+    """
+    from diffflow_core.data import load_dataset
+
+    n = check_positive_int(n, "n", 2)
+    seeds = check_positive_int(seeds, "seeds")
+    dataset = load_dataset(dataset)
+    model_draws = draws(samples, n, seeds)
+    values, floors = [], []
+    for i, x in enumerate(model_draws):
+        reference, partner = reference_draw(dataset, n, i)
+        same_width(x, reference, "w2_ratio")
+        values.append(w2(x, reference))
+        floors.append(w2(partner, reference))
+    std = lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0  # noqa: E731
+    return W2Result(float(np.mean(values)), std(values), float(np.mean(floors)), std(floors), n, len(values),
+                    tuple(values), tuple(floors))
+
+
+def sliced_wasserstein(x: Tensor, y: Tensor, projections: int = 256, seed: int = 0) -> float:
+    """Sliced W2: the root mean squared 1-D W2 over ``projections`` random unit directions.
+
+    Each 1-D W2 is exact by sorting; ``x`` and ``y`` must hold the same number of rows.
+    """
+    x, y = as_matrix(x, "x"), as_matrix(y, "y")
+    same_width(x, y, "sliced_wasserstein")
+    if x.shape[0] != y.shape[0]:
+        raise ConfigError(f"sliced_wasserstein: expected equal sample sizes, got {x.shape[0]} and {y.shape[0]}")
+    projections = check_positive_int(projections, "projections")
+    generator = torch.Generator().manual_seed(int(seed))
+    directions = torch.randn(x.shape[1], projections, generator=generator, dtype=torch.float64)
+    directions = directions / directions.norm(dim=0, keepdim=True)
+    px, _ = torch.sort(x @ directions, dim=0)
+    py, _ = torch.sort(y @ directions, dim=0)
+    return float(((px - py) ** 2).mean().sqrt())

@@ -1,0 +1,111 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from diffflow_core import registry
+from diffflow_core.data import load_dataset
+from diffflow_core.data.mixture import GaussianMixture
+from diffflow_core.errors import ConfigError
+
+
+def _mixture():
+    return GaussianMixture([0.2, 0.5, 0.3], [[0.0, 1.0], [2.0, -1.0], [-1.5, 0.5]], [0.4, 0.7, 0.3],
+                           n_train=4000, n_test=1000, seed=3)
+
+
+def test_ring5_is_gpms_toy():
+    data = load_dataset("ring5", n_train=50_000, n_test=1000)
+    assert data.name == "ring5" and data.event_shape == (2,)
+    angles = torch.atan2(data.means[:, 1], data.means[:, 0]) % (2 * math.pi)
+    expected = 2 * math.pi * torch.arange(5, dtype=torch.float64) / 5
+    assert torch.allclose(torch.sort(angles).values, expected, atol=1e-12)
+    assert torch.allclose(data.means.norm(dim=1), torch.full((5,), 3.0, dtype=torch.float64))
+    share = torch.bincount(data.nearest_component(data.train), minlength=5).double() / 50_000
+    assert (share - 0.2).abs().max() < 0.01
+    # within-mode spread: the distance to the nearest centre is Rayleigh(0.5), mean 0.5 sqrt(pi/2)
+    dist = (data.train.double() - data.means[data.nearest_component(data.train)]).norm(dim=1)
+    assert abs(dist.mean().item() - 0.5 * math.sqrt(math.pi / 2)) < 0.01
+
+
+def test_split_is_fixed_and_sample_is_fresh():
+    a, b = load_dataset("ring5", n_train=100, n_test=50, seed=1), load_dataset("ring5", n_train=100, n_test=50, seed=1)
+    assert torch.equal(a.train, b.train) and torch.equal(a.test, b.test)
+    assert not torch.equal(a.train[:50], a.test)
+    g = torch.Generator().manual_seed(0)
+    assert not torch.equal(a.sample(100, g), a.sample(100, g))
+
+
+def test_mixture_log_prob_matches_brute_force_and_integrates_to_one():
+    data = _mixture()
+    x = torch.randn(50, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    brute = sum(w * torch.exp(-((x - m) ** 2).sum(1) / (2 * s ** 2)) / (2 * math.pi * s ** 2)
+                for w, m, s in zip(data.weights, data.means, data.stds))
+    assert torch.allclose(data.log_prob(x), torch.log(brute), atol=1e-12)
+    grid = torch.linspace(-6, 6, 601, dtype=torch.float64)
+    xx = torch.cartesian_prod(grid, grid)
+    mass = data.log_prob(xx).exp().sum() * (grid[1] - grid[0]) ** 2
+    assert abs(mass.item() - 1) < 1e-6
+
+
+@pytest.mark.parametrize("kind", ["ve", "vp"])
+def test_smoothed_score_is_autograd_of_smoothed_log_prob(kind):
+    data = _mixture()
+    x = torch.randn(64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    sigma = torch.rand(64, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 0.9
+    (grad,) = torch.autograd.grad(data.smoothed_log_prob(x, sigma, kind).sum(), x)
+    assert torch.allclose(data.smoothed_score(x.detach(), sigma, kind), grad, atol=1e-10)
+    assert torch.allclose(data.score(x.detach()), data.smoothed_score(x.detach(), 0.0, kind), atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["ve", "vp"])
+def test_smoothed_law_matches_monte_carlo_noising(kind):
+    """q_sigma from SPEC §1.1 equals the law of the noised data: compare E[f(x)] for f = exp(-|x|^2/8)."""
+    data = _mixture()
+    sigma = 0.6
+    g = torch.Generator().manual_seed(4)
+    y = data.sample(400_000, g).double()
+    eps = torch.randn(y.shape, generator=g, dtype=torch.float64)
+    x = (y + sigma * eps) if kind == "ve" else (math.sqrt(1 - sigma ** 2) * y + sigma * eps)
+    f = lambda z: torch.exp(-(z ** 2).sum(1) / 8)  # noqa: E731
+    grid = torch.linspace(-8, 8, 801, dtype=torch.float64)
+    xx = torch.cartesian_prod(grid, grid)
+    quad = (f(xx) * data.smoothed_log_prob(xx, sigma, kind).exp()).sum() * (grid[1] - grid[0]) ** 2
+    assert abs(quad.item() - f(x).mean().item()) < 3e-3
+
+
+def test_denoiser_is_tweedie_on_a_single_gaussian():
+    one = GaussianMixture([1.0], [[1.0, -2.0]], 0.5, n_train=10, n_test=10)
+    x = torch.randn(20, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    sigma = 0.8
+    shrink = 0.25 / (0.25 + sigma ** 2)  # E[y|x] = m + s^2/(s^2+sigma^2) (x - m)
+    expected = one.means + shrink * (x - one.means)
+    assert torch.allclose(one.denoise(x, sigma), expected, atol=1e-12)
+
+
+def test_eight_gaussians_registered():
+    data = registry("datasets").create("8gaussians", n_train=1000, n_test=100)
+    assert data.num_components == 8 and data.has_density
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"weights": [1, -1], "means": [[0, 0], [1, 1]], "stds": 1}, "weights"),
+    ({"weights": [1, 1], "means": [[0, 0], [1, 1]], "stds": [1, 0]}, "stds"),
+    ({"weights": [1], "means": [[0, 0]], "stds": 1, "n_train": 1}, "n_train"),
+])
+def test_mixture_rejects_bad_parameters(kwargs, field):
+    with pytest.raises(ConfigError, match=field):
+        GaussianMixture(**kwargs)
+
+
+def test_mixture_rejects_bad_queries():
+    data = _mixture()
+    with pytest.raises(ConfigError, match="x: expected shape"):
+        data.log_prob(torch.zeros(3, 3))
+    with pytest.raises(ConfigError, match="sigma"):
+        data.smoothed_score(torch.zeros(3, 2), torch.ones(2) * 0.1)
+    with pytest.raises(ConfigError, match="VP"):
+        data.smoothed_score(torch.zeros(3, 2), 1.0, "vp")
+    with pytest.raises(ConfigError, match="kind"):
+        data.smoothed_score(torch.zeros(3, 2), 0.1, "vx")
