@@ -65,6 +65,7 @@ class PluginManager:
         self.plugins: dict[str, PluginInfo] = {}
         self._loaded = False
         self._loading = False
+        self._fatal: PluginError | None = None
         self._lock = threading.RLock()
 
     # -- status --------------------------------------------------------------------------------------
@@ -79,6 +80,8 @@ class PluginManager:
     # -- loading -------------------------------------------------------------------------------------
     def load(self) -> None:
         """Discover and load plugins once (safe to call repeatedly, from DDP ranks too)."""
+        if self._fatal is not None:  # strict mode keeps failing instead of serving a partial registry
+            raise self._fatal
         if self._loaded or self._loading:
             return
         with self._lock:
@@ -91,6 +94,9 @@ class PluginManager:
                 self._add_plugin(BUILTIN_PLUGIN, builtins, "diffflow-core", _version("diffflow-core"), protected=True)
                 for ep in self._entry_points():
                     self._load_entry_point(ep)
+            except PluginError as exc:
+                self._fatal = exc
+                raise
             finally:
                 self._loading = False
                 self._loaded = True

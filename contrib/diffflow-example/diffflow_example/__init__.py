@@ -1,0 +1,1 @@
+"""diffflow-example: a tiny third-party plugin that doubles as the template for writing one."""

@@ -1,0 +1,306 @@
+"""The plugin system (DESIGN §4) against fake installed distributions.
+
+Each fake plugin is a hand-written ``*.dist-info`` (METADATA + entry_points.txt) plus a module, in a temporary
+directory put on ``sys.path``; ``importlib.metadata`` reads ``sys.path`` when called, so the plugin manager finds
+them exactly as it finds pip-installed ones. ``DIFFFLOW_LOAD_PLUGINS`` restricts loading to the fakes (and the
+solvers where needed) so that other installed plugins cannot influence these tests.
+"""
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import textwrap
+import types
+import warnings
+from importlib import metadata
+
+import pytest
+
+from diffflow_core import ConflictError, Flow, PluginError, UnknownComponentError, hookimpl, hookspecs
+from diffflow_core.registry import Registry
+
+_COUNTER = itertools.count()
+
+GOOD = """
+from diffflow_core import hookimpl
+
+@hookimpl
+def register_flows(register):
+    register("fake-flow", "{module}_impl:FakeFlow", "A fake flow")
+
+@hookimpl
+def register_solvers(register):
+    register("fake-solver", "{module}_impl:FakeSolver")
+"""
+
+GOOD_IMPL = '''
+from diffflow_core import Flow, Solver
+
+class FakeFlow(Flow):
+    """Drift -x (from the fake plugin)."""
+    def __init__(self, rate: float = 1.0):
+        super().__init__()
+        self.rate = rate
+    def drift(self, x, t):
+        return -self.rate * x
+
+class FakeSolver(Solver):
+    """A fake solver."""
+'''
+
+
+@pytest.fixture
+def fake_dist(tmp_path, monkeypatch):
+    """``install(entry_name, source, dist=..., impl=...)`` writes a fake distribution and returns its module name."""
+
+    def install(entry_name: str, source: str, *, dist: str | None = None, version: str = "1.2.3",
+                impl: str | None = None) -> str:
+        module = f"fake_diffflow_plugin_{next(_COUNTER)}"
+        dist = dist or f"diffflow-fake-{entry_name}"
+        root = tmp_path / module
+        info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        (info / "entry_points.txt").write_text(f"[diffflow]\n{entry_name} = {module}\n")
+        (root / f"{module}.py").write_text(textwrap.dedent(source.format(module=module)))
+        if impl is not None:
+            (root / f"{module}_impl.py").write_text(textwrap.dedent(impl))
+        monkeypatch.syspath_prepend(str(root))
+        return module
+
+    return install
+
+
+def only(monkeypatch, *names: str) -> None:
+    monkeypatch.setenv("DIFFFLOW_LOAD_PLUGINS", ",".join(names))
+    monkeypatch.delenv("DIFFFLOW_DISABLE_PLUGINS", raising=False)
+    monkeypatch.delenv("DIFFFLOW_STRICT_PLUGINS", raising=False)
+
+
+def test_importlib_metadata_sees_a_fake_distribution(fake_dist):
+    module = fake_dist("good", GOOD, impl=GOOD_IMPL)
+    found = {ep.name: ep for ep in metadata.entry_points(group="diffflow")}
+    assert found["good"].value == module
+    assert found["good"].dist.name == "diffflow-fake-good" and found["good"].dist.version == "1.2.3"
+
+
+def test_good_plugin_is_active_with_provenance_and_lazy_targets(fresh_plugins, fake_dist, monkeypatch):
+    module = fake_dist("good", GOOD, impl=GOOD_IMPL)
+    only(monkeypatch, "good")
+    flows = fresh_plugins.registry("flows")
+    info = fresh_plugins.manager().plugins["good"]
+    assert (info.status, info.distribution, info.version, info.error) == ("active", "diffflow-fake-good", "1.2.3", None)
+    assert info.hooks == ["register_flows", "register_solvers"] and info.components == 2
+    entry = flows.entry("fake-flow")
+    assert (entry.plugin, entry.distribution, entry.version, entry.summary) == (
+        "good", "diffflow-fake-good", "1.2.3", "A fake flow")
+    assert f"{module}_impl" not in sys.modules, "a lazy target must not be imported before it is used"
+    flow = flows.create("fake-flow", rate=2.0)
+    assert isinstance(flow, Flow) and flow.rate == 2.0
+    assert f"{module}_impl" in sys.modules
+    # a summary left empty comes from the class docstring once loaded, and the registry reports the provider
+    assert fresh_plugins.registry("solvers").entry("fake-solver").plugin == "good"
+
+
+def test_import_error_is_isolated_and_reported(fresh_plugins, fake_dist, monkeypatch):
+    fake_dist("broken", "import no_such_module_anywhere\n")
+    fake_dist("good", GOOD, impl=GOOD_IMPL)
+    only(monkeypatch, "broken", "good")
+    with pytest.warns(UserWarning, match="broken.*was not loaded.*ModuleNotFoundError"):
+        flows = fresh_plugins.registry("flows")
+    assert "fake-flow" in flows  # the good plugin still loads
+    info = fresh_plugins.manager().plugins["broken"]
+    assert info.status == "failed" and "import failed" in info.error and "no_such_module_anywhere" in info.error
+
+
+def test_raising_hook_contributes_nothing(fresh_plugins, fake_dist, monkeypatch):
+    fake_dist("raiser", """
+        from diffflow_core import hookimpl
+
+        @hookimpl
+        def register_flows(register):
+            register("half-registered", "os:getcwd")
+
+        @hookimpl
+        def register_solvers(register):
+            raise RuntimeError("boom in hook")
+        """)
+    only(monkeypatch, "raiser")
+    with pytest.warns(UserWarning, match="raiser.*hook register_solvers raised: RuntimeError: boom in hook"):
+        flows = fresh_plugins.registry("flows")
+    assert "half-registered" not in flows, "a failing plugin's registrations are committed all or nothing"
+    assert fresh_plugins.manager().plugins["raiser"].status == "failed"
+
+
+def test_unknown_hook_name_fails_the_plugin(fresh_plugins, fake_dist, monkeypatch):
+    fake_dist("typo", """
+        from diffflow_core import hookimpl
+
+        @hookimpl
+        def register_flow(register):  # singular: not a diffflow hook
+            register("never", "os:getcwd")
+        """)
+    only(monkeypatch, "typo")
+    with pytest.warns(UserWarning, match="typo.*invalid hooks.*register_flow"):
+        flows = fresh_plugins.registry("flows")
+    assert "never" not in flows
+    assert fresh_plugins.manager().plugins["typo"].status == "failed"
+
+
+def test_disabled_plugin_is_listed_but_not_imported(fresh_plugins, fake_dist, monkeypatch):
+    module = fake_dist("good", GOOD, impl=GOOD_IMPL)
+    only(monkeypatch, "good")
+    monkeypatch.setenv("DIFFFLOW_DISABLE_PLUGINS", "other, good")
+    assert "fake-flow" not in fresh_plugins.registry("flows")
+    assert fresh_plugins.manager().plugins["good"].status == "disabled"
+    assert module not in sys.modules
+
+
+def test_allow_list_loads_only_named_plugins_and_always_the_builtins(fresh_plugins, fake_dist, monkeypatch):
+    fake_dist("good", GOOD, impl=GOOD_IMPL)
+    fake_dist("other", GOOD.replace("fake-flow", "other-flow").replace("fake-solver", "other-solver"),
+              impl=GOOD_IMPL)
+    only(monkeypatch, "other")
+    flows = fresh_plugins.registry("flows")
+    assert "other-flow" in flows and "fake-flow" not in flows
+    assert fresh_plugins.manager().plugins["good"].status == "not allowed"
+    assert "identity" in fresh_plugins.registry("smoothers")  # built-ins are not plugins one can drop
+
+
+def test_two_third_party_plugins_with_one_name_raise_naming_both(fresh_plugins, fake_dist, monkeypatch):
+    fake_dist("alpha", GOOD, impl=GOOD_IMPL, dist="diffflow-alpha", version="0.1")
+    fake_dist("beta", GOOD, impl=GOOD_IMPL, dist="diffflow-beta", version="0.2")
+    only(monkeypatch, "alpha", "beta")
+    flows = fresh_plugins.registry("flows")
+    with pytest.raises(ConflictError) as err:
+        flows.get("fake-flow")
+    message = str(err.value)
+    assert "'alpha' (diffflow-alpha 0.1)" in message and "'beta' (diffflow-beta 0.2)" in message
+    assert "DIFFFLOW_DISABLE_PLUGINS" in message
+    assert [e.plugin for e in flows.list() if e.name == "fake-flow"] == ["alpha", "beta"]
+    monkeypatch.setenv("DIFFFLOW_DISABLE_PLUGINS", "beta")  # the advertised fix works
+    fresh_plugins.reset()
+    assert fresh_plugins.registry("flows").entry("fake-flow").plugin == "alpha"
+
+
+def test_a_builtin_is_never_shadowed(fresh_plugins, fake_dist, monkeypatch):
+    fake_dist("shadow", """
+        from diffflow_core import hookimpl
+
+        @hookimpl
+        def register_smoothers(register):
+            register("identity", "os:getcwd", "an impostor")
+            register("fresh-smoother", "os:getcwd")
+        """)
+    only(monkeypatch, "shadow")
+    with pytest.warns(UserWarning, match="smoothers 'identity' is provided by built-in plugin 'core'"):
+        smoothers = fresh_plugins.registry("smoothers")
+    from diffflow_core.smoothers import IdentitySmoother
+
+    assert smoothers.get("identity") is IdentitySmoother
+    assert "fresh-smoother" in smoothers  # its other components are kept
+    info = fresh_plugins.manager().plugins["shadow"]
+    assert "may not shadow it" in info.error and "shadow" in info.error
+
+
+@pytest.mark.parametrize("case", ["import", "hook", "shadow"])
+def test_strict_mode_makes_plugin_failures_fatal(fresh_plugins, fake_dist, monkeypatch, case):
+    source = {"import": "raise ImportError('cannot import this')\n",
+              "hook": "from diffflow_core import hookimpl\n@hookimpl\ndef register_flows(register):\n"
+                      "    raise ValueError('bad hook')\n",
+              "shadow": "from diffflow_core import hookimpl\n@hookimpl\ndef register_smoothers(register):\n"
+                        "    register('identity', 'os:getcwd')\n"}[case]
+    fake_dist("strict", source)
+    only(monkeypatch, "strict")
+    monkeypatch.setenv("DIFFFLOW_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="plugin 'strict'"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fresh_plugins.registry("flows")
+    with pytest.raises(PluginError, match="plugin 'strict'"):  # no partial registry afterwards either
+        fresh_plugins.registry("solvers")
+
+
+def test_unknown_name_suggests_lists_and_names_failed_plugins(fresh_plugins, fake_dist, monkeypatch):
+    fake_dist("broken", "import no_such_module_anywhere\n")
+    only(monkeypatch, "broken", "solvers")
+    with pytest.warns(UserWarning):
+        solvers = fresh_plugins.registry("solvers")
+    with pytest.raises(UnknownComponentError) as err:
+        solvers.get("eulr")
+    message = str(err.value)
+    assert "unknown solver 'eulr'; did you mean 'euler'" in message
+    assert "Available solvers: euler, euler-maruyama, heun." in message
+    assert "Plugins that failed to load: broken (import failed: ModuleNotFoundError" in message
+    assert isinstance(err.value, KeyError) and not message.startswith('"')
+
+
+def test_programmatic_registration(fresh_plugins, monkeypatch):
+    only(monkeypatch, "none")
+
+    class Local(Flow):
+        """A notebook flow."""
+
+        def drift(self, x, t):
+            return x
+
+    entry = fresh_plugins.register("flows", "local", Local)
+    flows = fresh_plugins.registry("flows")
+    assert flows.get("local") is Local and entry.summary == "A notebook flow."
+    assert (entry.plugin, entry.distribution) == ("user", "(programmatic)")
+    assert fresh_plugins.manager().plugins["user"].components == 1
+    with pytest.raises(ConflictError, match="may not shadow"):
+        fresh_plugins.register("smoothers", "identity", Local)
+    with pytest.raises(PluginError, match="unknown component kind 'flow'"):
+        fresh_plugins.register("flow", "x", Local)
+
+    hooks = types.SimpleNamespace(register_solvers=hookimpl(lambda register: register("nb-solver", "os:getcwd")))
+    info = fresh_plugins.register_plugin(hooks, "notebook")
+    assert info.status == "active" and info.hooks == ["register_solvers"]
+    assert fresh_plugins.registry("solvers").entry("nb-solver").plugin == "notebook"
+
+
+def test_every_kind_has_a_hook_a_registry_and_receives_components(fresh_plugins, monkeypatch):
+    only(monkeypatch, "none")
+    hooks = {}
+    for kind in hookspecs.KINDS:
+        assert callable(getattr(hookspecs, f"register_{kind}")), f"kind {kind} has no hookspec"
+        hooks[f"register_{kind}"] = hookimpl(lambda register, kind=kind: register(f"every-{kind}", "os:getcwd"))
+    fresh_plugins.register_plugin(types.SimpleNamespace(**hooks), "every")
+    for kind in hookspecs.KINDS:
+        reg = fresh_plugins.registry(kind)
+        assert isinstance(reg, Registry) and reg.kind == kind
+        assert reg.entry(f"every-{kind}").plugin == "every"
+    with pytest.raises(PluginError, match="kind: unknown component kind 'solver'; expected one of flows"):
+        fresh_plugins.registry("solver")
+
+
+def test_loading_happens_once(fresh_plugins, monkeypatch):
+    calls = []
+    real = metadata.entry_points
+    monkeypatch.setattr(metadata, "entry_points", lambda **kw: calls.append(kw) or real(**kw))
+    for kind in hookspecs.KINDS:
+        fresh_plugins.registry(kind).names()
+    fresh_plugins.manager().infos()
+    assert calls == [{"group": "diffflow"}]
+
+
+def test_import_diffflow_core_scans_nothing():
+    script = textwrap.dedent("""
+        import sys
+        from importlib import metadata
+        real = metadata.entry_points
+        def refuse(*a, **k):
+            if k.get("group") == "diffflow" or not k:
+                raise AssertionError("diffflow entry points scanned at import")
+            return real(*a, **k)
+        metadata.entry_points = refuse
+        import diffflow_core
+        from diffflow_core import Flow, Objective, Smoother, Solver, hookimpl, registry
+        from diffflow_core import plugins
+        assert plugins._MANAGER is None
+        assert not [m for m in sys.modules if m.startswith("diffflow_solvers")]
+        print("ok")
+        """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
