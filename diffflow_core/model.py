@@ -133,6 +133,13 @@ class Model(nn.Module):
                               "(the config names no objective)")
         return Trainer(self, **train_overrides).fit(self.data)
 
+    # -- likelihood ----------------------------------------------------------------------------------
+    def log_prob(self, x: Tensor, **options: Any):
+        """``log p(x)`` through the flow's probability-flow ODE; see :func:`diffflow_core.likelihood.log_prob`."""
+        from diffflow_core.likelihood import log_prob
+
+        return log_prob(self, x, **options)
+
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, path: str) -> None:
         from diffflow_core.checkpoint import save_model

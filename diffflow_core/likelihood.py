@@ -1,0 +1,117 @@
+"""Exact likelihood through the probability-flow ODE (SPEC §1.7).
+
+Along a trajectory of ``dx/dt = v(x, t)`` (the flow's :meth:`~diffflow_core.Flow.ode_drift`) the density
+obeys ``d log p_t(x_t) / dt = -div v(x_t, t)``. Integrating the augmented state ``(x, l)`` with
+``dl/dt = div v`` from the data end of the flow's grid to its prior end gives
+
+    log p_data(x) = log p_prior(x_T) + l(T).
+
+The divergence is exact (one autograd pass per dimension) in low dimension and Hutchinson's unbiased
+estimate ``E[eps^T (dv/dx) eps]`` with seeded Rademacher ``eps`` (fixed along the solve) above it.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor
+
+from diffflow_core.errors import ConfigError
+from diffflow_core.interfaces import Flow, Solver, check_steps
+
+__all__ = ["LogProb", "log_prob", "divergence"]
+
+#: Dimensions up to which the divergence is computed exactly by default.
+EXACT_MAX_DIM = 16
+
+
+@attrs.frozen
+class LogProb:
+    """Per-sample log-likelihood in nats ``[N]``, bits per dimension ``[N]``, and the solver's NFE."""
+
+    nats: Tensor
+    bpd: Tensor
+    nfe: int
+
+    @property
+    def mean_nll(self) -> float:
+        """The average negative log-likelihood in nats (a test NLL)."""
+        return float(-self.nats.mean())
+
+
+def divergence(v: Tensor, x: Tensor, eps: Tensor | None) -> Tensor:
+    """``div v`` ``[N]`` of ``v = f(x)`` built with autograd: exact when ``eps`` is None, else ``eps^T J eps``.
+
+    The exact trace takes one backward pass per dimension (a loop over dimensions, never over samples).
+    """
+    if eps is not None:
+        (vjp,) = torch.autograd.grad(v, x, eps, create_graph=False)
+        return (vjp * eps).flatten(1).sum(1)
+    flat_v = v.flatten(1)
+    total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    for i in range(flat_v.shape[1]):
+        (grad,) = torch.autograd.grad(flat_v[:, i].sum(), x, retain_graph=i < flat_v.shape[1] - 1)
+        total = total + grad.flatten(1)[:, i]
+    return total
+
+
+class _Augmented(Flow):
+    """The flow on ``[x, l]`` (flattened, ``[N, D + 1]``): ``dx/dt = v``, ``dl/dt = div v``."""
+
+    def __init__(self, flow: Flow, event_shape: tuple[int, ...], eps: Tensor | None) -> None:
+        super().__init__()
+        self.flow, self.shape, self.eps = flow, event_shape, eps
+
+    def drift(self, state: Tensor, t: Tensor) -> Tensor:
+        with torch.enable_grad():
+            x = state[:, :-1].detach().reshape(state.shape[0], *self.shape).requires_grad_(True)
+            v = self.flow.ode_drift(x, t)
+            div = divergence(v, x, self.eps)
+        return torch.cat([v.detach().flatten(1), div.detach()[:, None]], dim=1)
+
+
+def log_prob(model_or_flow: Any, x: Tensor, *, steps: int = 256, solver: str | Solver = "heun",
+             exact: bool | None = None, dequantize: float | None = None, seed: int = 0) -> LogProb:
+    """``log p(x)`` of a model's (or flow's) probability-flow ODE, in nats and bits per dimension.
+
+    ``steps`` solver steps run over the flow's own grid reversed (data end -> prior end); a singular data
+    end (EDM's sigma = 0) is dropped from a grid of ``steps + 1`` steps, so the solve starts at the
+    last regular point (sigma_min). ``exact`` chooses the exact trace
+    (default when the dimension is <= 16) or Hutchinson's estimator. ``dequantize=delta`` treats ``x`` as
+    discrete with bin width ``delta``: uniform noise in ``[0, delta)`` is added and the result is the
+    variational lower bound ``log p(x + u) + D log delta`` on the discrete log-probability.
+    """
+    from diffflow_core.plugins import registry
+
+    flow: Flow = getattr(model_or_flow, "flow", model_or_flow)
+    if not isinstance(flow, Flow):
+        raise ConfigError(f"model_or_flow: expected a Model or a Flow, got {type(model_or_flow).__name__}")
+    check_steps(steps)
+    if not isinstance(x, Tensor) or x.ndim < 2:
+        raise ConfigError(f"x: expected a tensor [N, *shape], got {getattr(x, 'shape', type(x).__name__)}")
+    if flow.event_shape and tuple(x.shape[1:]) != tuple(flow.event_shape):
+        raise ConfigError(f"x: expected particles of shape {tuple(flow.event_shape)}, got {tuple(x.shape[1:])}")
+    if dequantize is not None and not dequantize > 0:
+        raise ConfigError(f"dequantize: expected a positive bin width, got {dequantize!r}")
+    solver = registry("solvers").create(solver) if isinstance(solver, str) else solver
+    dims = math.prod(x.shape[1:])
+    exact = dims <= EXACT_MAX_DIM if exact is None else bool(exact)
+    param = next(flow.parameters(), None)
+    device = param.device if param is not None else x.device
+    x = x.to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    if dequantize is not None:
+        x = x + dequantize * torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype)
+    eps = None if exact else (torch.randint(0, 2, x.shape, generator=generator, device=device).to(x.dtype) * 2 - 1)
+    times = flow.time_grid(steps + 1)[:-1] if flow.singular_end else flow.time_grid(steps)
+    times = times.to(device=device, dtype=x.dtype).flip(0)
+    state = torch.cat([x.detach().flatten(1), x.new_zeros(x.shape[0], 1)], dim=1)
+    with torch.no_grad():
+        end = solver.solve(_Augmented(flow, tuple(x.shape[1:]), eps), state, times)
+    z = end[:, :-1].reshape(x.shape)
+    nats = flow.prior_log_prob(z) + end[:, -1]
+    if dequantize is not None:
+        nats = nats + dims * math.log(dequantize)
+    return LogProb(nats=nats, bpd=-nats / (dims * math.log(2)), nfe=solver.nfe)
