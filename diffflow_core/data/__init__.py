@@ -3,9 +3,14 @@
 A :class:`Dataset` holds a fixed ``train`` and ``test`` tensor (``[N, *event_shape]``, float32, in model
 space), optional integer ``labels``, and, for targets known in closed form, ``log_prob``/``score`` and
 ``smoothed_score(x, sigma)`` (the score of ``q_sigma = q * N(0, sigma^2 I)``, SPEC §1.1).
+
+Built in: Gaussian mixtures with exact (smoothed) densities and scores (:class:`GaussianMixture`, ``ring5``,
+``8gaussians``), sampler-only 2-D toys (``moons``, ``circles``, ``checkerboard``, ``swissroll``, ``pinwheel``)
+and images (``digits``, optional ``mnist``).
 """
 from __future__ import annotations
 
 from diffflow_core.data.base import Dataset, load_dataset
+from diffflow_core.data.mixture import GaussianMixture
 
-__all__ = ["Dataset", "load_dataset"]
+__all__ = ["Dataset", "GaussianMixture", "load_dataset"]

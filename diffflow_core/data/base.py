@@ -22,9 +22,17 @@ class Dataset:
         train = torch.as_tensor(train, dtype=torch.float32)
         if train.ndim < 2 or train.shape[0] < 2:
             raise ConfigError(f"data: expected an array [N, *shape] with N >= 2, got shape {tuple(train.shape)}")
-        check_finite(train, "data")
+        test = train if test is None else torch.as_tensor(test, dtype=torch.float32)
+        if test.shape[1:] != train.shape[1:] or test.shape[0] < 1:
+            raise ConfigError(f"data: the test split has shape {tuple(test.shape)} but the train split has rows of "
+                              f"shape {tuple(train.shape[1:])}")
+        for split, values in (("train", train), ("test", test)):
+            try:
+                check_finite(values, f"data ({split} split)")
+            except FloatingPointError as error:
+                raise ConfigError(str(error)) from None
         self.train = train
-        self.test = torch.as_tensor(test, dtype=torch.float32) if test is not None else train
+        self.test = test
         self.train_labels = None if train_labels is None else torch.as_tensor(train_labels, dtype=torch.long)
         self.test_labels = None if test_labels is None else torch.as_tensor(test_labels, dtype=torch.long)
         if name is not None:
@@ -77,7 +85,10 @@ def load_dataset(spec: Any, **params: Any) -> Dataset:
         path = Path(spec)
         if not path.exists():
             raise ConfigError(f"data: file {str(path)!r} does not exist")
-        array = np.load(path, allow_pickle=False)
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as error:
+            raise ConfigError(f"data: cannot read {str(path)!r} as a numeric .npy array ({error})") from None
         return Dataset(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)), name=path.stem)
     if isinstance(spec, str):
         from diffflow_core.plugins import registry
