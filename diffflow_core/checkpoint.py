@@ -42,10 +42,16 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
             os.remove(tmp)
 
 
-def save_model(model, path: str | os.PathLike) -> None:
+def model_payload(model) -> dict[str, Any]:
+    """What a model checkpoint holds: format tag, config, providers' versions, event shape, weights."""
     config = model.config.as_dict() if model.config is not None else None
-    atomic_save({"format": FORMAT, "config": config, "provenance": provenance(config or {}),
-                 "event_shape": list(model.flow.event_shape), "state_dict": model.state_dict()}, path)
+    return {"format": FORMAT, "config": config, "provenance": provenance(config or {}),
+            "event_shape": list(model.flow.event_shape),
+            "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+
+
+def save_model(model, path: str | os.PathLike) -> None:
+    atomic_save(model_payload(model), path)
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

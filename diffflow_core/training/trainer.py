@@ -1,13 +1,17 @@
 """Trainer: optimises every Player of a model's Objective over shuffled epochs of the data.
 
 Features: Adam per player (lr warm-up, gradient clipping), EMA of the trained weights (swapped into the
-model at the end), a progress bar with the live loss, seeded determinism, and a history of logged losses.
+model at the end), a progress bar with the live loss, periodic evaluation (a callable or the default sample
+metric) and sample snapshots, metric logs (JSONL + CSV), atomic checkpoints that record the config and the
+providers' versions, exact resume (weights, optimisers, EMA, RNG states and data position: an interrupted
+then resumed run ends with parameters identical to an uninterrupted one), seeded determinism, and
+data-parallel training under ``torchrun`` (see :mod:`diffflow_core.training.distributed`).
 """
 from __future__ import annotations
 
-import math
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import attrs
 import torch
@@ -15,10 +19,16 @@ from torch import Tensor, nn
 
 from diffflow_core.config import TrainConfig
 from diffflow_core.data import Dataset
-from diffflow_core.errors import ConfigError
+from diffflow_core.errors import CheckpointError, ConfigError
 from diffflow_core.interfaces import Batch, Player
+from diffflow_core.training.distributed import DistContext
+from diffflow_core.training.logs import MetricLog
 
-__all__ = ["Trainer", "History", "BatchStream", "EMA"]
+__all__ = ["Trainer", "History", "BatchStream", "EMA", "Evaluator"]
+
+#: ``evaluate(model, step) -> {name: number}``, called with the EMA weights swapped in.
+Evaluator = Callable[[nn.Module, int], dict[str, float]]
+CHECKPOINT = "checkpoint.pt"
 
 
 @attrs.define
@@ -33,7 +43,7 @@ class History:
 
 
 class BatchStream:
-    """Shuffled epochs over a fixed tensor, driven by one generator: its position is ``(epoch, index)``."""
+    """Shuffled epochs over a fixed tensor, driven by one generator: its position is ``(order, index)``."""
 
     def __init__(self, data: Tensor, labels: Tensor | None, batch_size: int, generator: torch.Generator) -> None:
         if batch_size > data.shape[0]:
@@ -49,6 +59,13 @@ class BatchStream:
         idx = self.order[self.index:self.index + self.batch_size]
         self.index += self.batch_size
         return Batch(self.data[idx], None if self.labels is None else self.labels[idx])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"order": self.order.clone(), "index": self.index, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.order, self.index = state["order"].clone(), int(state["index"])
+        self.generator.set_state(state["generator"])
 
 
 class EMA:
@@ -71,17 +88,49 @@ class EMA:
             state[key].copy_(value)
 
 
-class Trainer:
-    """Train ``model`` with its objective's players; settings come from the config's ``train`` section."""
+class _SwapIn:
+    """Context: the EMA weights in the model, the raw weights restored on exit."""
 
-    def __init__(self, model: nn.Module, config: TrainConfig | None = None, **overrides: Any) -> None:
+    def __init__(self, model: nn.Module, ema: EMA | None) -> None:
+        self.model, self.ema, self.saved = model, ema, None
+
+    def __enter__(self) -> None:
+        if self.ema is not None:
+            self.saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.ema.copy_to(self.model)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.saved is not None:
+            self.model.load_state_dict(self.saved)
+
+
+class Trainer:
+    """Train ``model`` with its objective's players; settings come from the config's ``train`` section.
+
+    ``out_dir`` receives ``metrics.jsonl``/``metrics.csv``, ``checkpoint.pt`` (every ``checkpoint_every``
+    steps and at the end) and ``snapshots/step_<k>.npy``; ``resume`` (a checkpoint path, or True for
+    ``out_dir/checkpoint.pt``) continues a run exactly; ``evaluate`` replaces the default evaluation (sliced
+    W2 of ``eval_samples`` samples to the test split) run every ``eval_every`` steps.
+    """
+
+    def __init__(self, model: nn.Module, config: TrainConfig | None = None, *, out_dir: str | Path | None = None,
+                 resume: str | Path | bool | None = None, evaluate: Evaluator | None = None,
+                 eval_samples: int = 512, **overrides: Any) -> None:
         base = config or (model.config.train if getattr(model, "config", None) is not None else TrainConfig())
         try:
             self.config = attrs.evolve(base, **overrides)
         except TypeError as exc:
             names = [f.name for f in attrs.fields(TrainConfig)]
             raise ConfigError(f"train: {exc}; expected settings among {', '.join(names)}") from None
-        self.model = model
+        if resume is True and out_dir is None:
+            raise ConfigError("resume: True means 'out_dir/checkpoint.pt', but no out_dir was given")
+        if self.config.checkpoint_every and out_dir is None:
+            raise ConfigError("train.checkpoint_every: checkpoints need an out_dir to write to")
+        self.model, self.evaluate, self.eval_samples = model, evaluate, eval_samples
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.resume = (self.out_dir / CHECKPOINT) if resume is True else (Path(resume) if resume else None)
+        if self.resume is not None and not self.resume.exists():
+            raise ConfigError(f"resume: checkpoint {str(self.resume)!r} does not exist")
 
     def _optimizers(self, players: list[Player]) -> list[torch.optim.Optimizer]:
         cfg = self.config
@@ -93,20 +142,30 @@ class Trainer:
 
     def fit(self, data: Dataset) -> History:
         cfg = self.config
-        device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
-        torch.manual_seed(cfg.seed)
-        generator = torch.Generator().manual_seed(cfg.seed)
-        players = self.model.objective.players(self.model)
+        dist = DistContext()
+        model = self.model
+        device = dist.device(next((p.device for p in model.parameters()), torch.device("cpu")))
+        model.to(device)
+        dist.broadcast_module(model)
+        torch.manual_seed(cfg.seed + dist.rank)
+        generator = torch.Generator().manual_seed(cfg.seed + 7919 * dist.rank)
+        players = model.objective.players(model)
         if not players or not any(p.parameters for p in players):
             raise ConfigError("objective: produced no trainable parameters")
         optimizers = self._optimizers(players)
-        ema = EMA(self.model, cfg.ema) if cfg.ema > 0 else None
-        stream = BatchStream(data.train, data.train_labels, cfg.batch_size, generator)
-        history = History()
+        ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
+        train, labels = data.train, data.train_labels
+        if dist.world > 1:
+            train, labels = train[dist.rank::dist.world], None if labels is None else labels[dist.rank::dist.world]
+        stream = BatchStream(train, labels, cfg.batch_size, generator)
+        history, start_step = History(), 0
+        if self.resume is not None:
+            start_step = self._restore(dist, model, optimizers, ema, stream, history)
+        log = MetricLog(self.out_dir, keep=len(history.records)) if self.out_dir is not None and dist.is_main else None
         start = time.perf_counter()
-        progress = _progress(cfg.steps, cfg.progress)
+        progress = _progress(cfg.steps, cfg.progress and dist.is_main, start_step)
         running: dict[str, float] = {}
-        for step in range(cfg.steps):
+        for step in range(start_step, cfg.steps):
             for player, optimizer in zip(players, optimizers):
                 if step % player.every:
                     continue
@@ -117,30 +176,125 @@ class Trainer:
                                                  f"at step {step}")
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
+                    loss = dist.average(player.parameters, loss)
                     if cfg.grad_clip is not None:
                         nn.utils.clip_grad_norm_(player.parameters, cfg.grad_clip)
                     for group in optimizer.param_groups:
                         group["lr"] = (player.lr or cfg.lr) * self._lr_scale(step)
                     optimizer.step()
-                    running[player.name] = float(loss.detach())
+                    running[player.name] = loss.detach()
             if ema is not None:
                 ema.update()
-            if step % cfg.log_every == 0 or step == cfg.steps - 1:
-                history.records.append({"step": step, **{f"loss/{k}": v for k, v in running.items()}})
+            done = step + 1
+            if step % cfg.log_every == 0 or done == cfg.steps:
+                record = {"step": step, **{f"loss/{k}": float(v) for k, v in running.items()},
+                          "seconds": time.perf_counter() - start}
+                history.records.append(record)
+                if log is not None:
+                    log.append(record)
+            if cfg.eval_every and done % cfg.eval_every == 0:
+                self._evaluate(dist, model, ema, data, done, history, log)
             if progress is not None:
                 progress.update(1)
-                progress.set_postfix({k: f"{v:.4g}" for k, v in running.items()}, refresh=False)
+                if step % 10 == 0:
+                    progress.set_postfix({k: f"{float(v):.4g}" for k, v in running.items()}, refresh=False)
+            if cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+                self._checkpoint(dist, model, optimizers, ema, stream, history, done)
         if progress is not None:
             progress.close()
         if ema is not None:
-            ema.copy_to(self.model)
+            ema.copy_to(model)
         history.seconds = time.perf_counter() - start
+        dist.close()
         return history
 
+    # -- evaluation ----------------------------------------------------------------------------------
+    def _evaluate(self, dist: DistContext, model: nn.Module, ema: EMA | None, data: Dataset, step: int,
+                  history: History, log: MetricLog | None) -> None:
+        """Run the evaluator with the EMA weights on rank 0 (sampling consumes no training randomness)."""
+        if not dist.is_main:
+            return
+        with _SwapIn(model, ema):
+            metrics = (self.evaluate or self._default_evaluate)(model, step)
+        record = {"step": step, **{f"eval/{k}": float(v) for k, v in metrics.items()}}
+        history.records.append(record)
+        if log is not None:
+            log.append(record)
 
-def _progress(total: int, enabled: bool):
+    def _default_evaluate(self, model: nn.Module, step: int) -> dict[str, float]:
+        """Sliced W2 of ``eval_samples`` samples (seed 0, the config's sampling steps) to the test split;
+        the samples are saved as ``snapshots/step_<k>.npy`` in the run folder."""
+        from diffflow_core.metrics import sliced_wasserstein
+
+        if not hasattr(model, "sample"):
+            raise ConfigError("train.eval_every: the default evaluation samples the model; pass evaluate=")
+        samples = model.sample(self.eval_samples, seed=0).x.detach().cpu()
+        if self.out_dir is not None:
+            import numpy as np
+
+            folder = self.out_dir / "snapshots"
+            folder.mkdir(parents=True, exist_ok=True)
+            np.save(folder / f"step_{step:07d}.npy", samples.float().numpy())
+        test = model.data.test if getattr(model, "data", None) is not None else None
+        if test is None:
+            return {}
+        n = min(samples.shape[0], test.shape[0])
+        return {"sliced_w2": sliced_wasserstein(samples[:n].flatten(1).float(), test[:n].flatten(1).float())}
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def _checkpoint(self, dist: DistContext, model: nn.Module, optimizers: list, ema: EMA | None,
+                    stream: BatchStream, history: History, step: int) -> None:
+        """Atomically write ``out_dir/checkpoint.pt``: a loadable model (EMA weights) plus the training state."""
+        from diffflow_core.checkpoint import atomic_save, model_payload
+
+        rng = dist.gather({"torch": torch.get_rng_state(), "stream": stream.state_dict(),
+                           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []})
+        if not dist.is_main:
+            dist.barrier()
+            return
+        raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        with _SwapIn(model, ema):
+            payload = model_payload(model)
+        payload["train_state"] = {
+            "step": step, "world_size": dist.world, "raw_state_dict": raw,
+            "optimizers": [o.state_dict() for o in optimizers],
+            "ema": ema.shadow if ema is not None else None, "rng": rng, "history": history.records,
+        }
+        atomic_save(payload, self.out_dir / CHECKPOINT)
+        dist.barrier()
+
+    def _restore(self, dist: DistContext, model: nn.Module, optimizers: list, ema: EMA | None,
+                 stream: BatchStream, history: History) -> int:
+        from diffflow_core.checkpoint import load_state, read_checkpoint
+
+        payload = read_checkpoint(self.resume, map_location="cpu")
+        state = payload.get("train_state")
+        if state is None:
+            raise CheckpointError(f"resume: {self.resume} holds a model but no training state")
+        if state["world_size"] != dist.world:
+            raise CheckpointError(f"resume: {self.resume} was written by {state['world_size']} process(es), "
+                                  f"this run has {dist.world}")
+        load_state(model, state["raw_state_dict"], str(self.resume))
+        if len(state["optimizers"]) != len(optimizers):
+            raise CheckpointError(f"resume: {self.resume} has {len(state['optimizers'])} optimiser(s), "
+                                  f"this objective has {len(optimizers)}")
+        for optimizer, saved in zip(optimizers, state["optimizers"]):
+            optimizer.load_state_dict(saved)
+        if ema is not None and state["ema"] is not None:
+            for key, value in state["ema"].items():
+                ema.shadow[key].copy_(value)
+        mine = state["rng"][dist.rank]
+        torch.set_rng_state(mine["torch"])
+        if mine["cuda"]:
+            torch.cuda.set_rng_state_all(mine["cuda"])
+        stream.load_state_dict(mine["stream"])
+        history.records.extend(state["history"])
+        return int(state["step"])
+
+
+def _progress(total: int, enabled: bool, initial: int = 0):
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="train", leave=False, dynamic_ncols=True, mininterval=0.5)
+    return tqdm(total=total, initial=initial, desc="train", leave=False, dynamic_ncols=True, mininterval=0.5)

@@ -1,0 +1,108 @@
+"""The training engine: determinism, exact resume, logs, checkpoints, evaluation, bad settings."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import tinymodel  # noqa: E402
+
+from diffflow_core.build import build  # noqa: E402
+from diffflow_core.errors import CheckpointError, ConfigError  # noqa: E402
+from diffflow_core.training import Trainer  # noqa: E402
+
+TRAIN = {"ema": 0.9, "warmup": 5, "grad_clip": 1.0}
+
+
+@pytest.fixture(autouse=True)
+def _registered():
+    tinymodel.ensure_registered()
+
+
+def fresh(steps=30, **train):
+    torch.manual_seed(0)
+    return build(tinymodel.config(steps, **{**TRAIN, **train}))
+
+
+def params(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_same_seed_same_parameters_and_loss_decreases():
+    a, b = fresh(150), fresh(150)
+    history = a.fit()
+    b.fit()
+    assert all(torch.equal(v, params(b)[k]) for k, v in params(a).items())
+    losses = history.series("loss/model")
+    assert sum(losses[-30:]) / 30 < 0.85 * sum(losses[:30]) / 30
+
+
+def test_interrupted_then_resumed_run_is_identical_to_uninterrupted(tmp_path):
+    full = fresh()
+    Trainer(full, out_dir=tmp_path / "full", checkpoint_every=10, eval_every=10,
+            evaluate=lambda m, s: {"step_seen": s}).fit(full.data)
+
+    def crash(model, step):
+        if step == 20:
+            raise KeyboardInterrupt
+        return {"step_seen": step}
+
+    first = fresh()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(first, out_dir=tmp_path / "cut", checkpoint_every=10, eval_every=10, evaluate=crash).fit(first.data)
+    resumed = fresh()
+    resumed.load_state_dict({k: torch.randn_like(v) if v.is_floating_point() else v
+                             for k, v in resumed.state_dict().items()})  # resume must overwrite everything
+    Trainer(resumed, out_dir=tmp_path / "cut", resume=True, checkpoint_every=10, eval_every=10,
+            evaluate=lambda m, s: {"step_seen": s}).fit(resumed.data)
+    assert all(torch.equal(v, params(resumed)[k]) for k, v in params(full).items())
+    rows = lambda run: (tmp_path / run / "metrics.jsonl").read_text().splitlines()  # noqa: E731
+    strip = lambda lines: [{k: v for k, v in json.loads(r).items() if k != "seconds"} for r in lines]  # noqa: E731
+    assert strip(rows("cut")) == strip(rows("full"))
+
+
+def test_logs_are_jsonl_and_csv_with_the_same_rows(tmp_path):
+    model = fresh(12)
+    Trainer(model, out_dir=tmp_path, log_every=5, eval_every=6, evaluate=lambda m, s: {"score": s / 2}).fit(model.data)
+    rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss/model" in r] == [0, 5, 10, 11]
+    assert [r["eval/score"] for r in rows if "eval/score" in r] == [3.0, 6.0]
+    csv_lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert csv_lines[0].split(",") == ["step", "loss/model", "seconds", "eval/score"]
+    assert len(csv_lines) == len(rows) + 1
+
+
+def test_default_evaluation_writes_snapshots_and_sliced_w2(tmp_path):
+    model = fresh(10)
+    history = Trainer(model, out_dir=tmp_path, eval_every=5, eval_samples=64).fit(model.data)
+    values = history.series("eval/sliced_w2")
+    assert len(values) == 2 and all(v > 0 for v in values)
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == ["step_0000005.npy", "step_0000010.npy"]
+
+
+def test_checkpoint_is_a_loadable_model_with_ema_weights(tmp_path):
+    from diffflow_core.model import Model
+
+    model = fresh(10)
+    Trainer(model, out_dir=tmp_path, checkpoint_every=5).fit(model.data)
+    loaded = Model.load(tmp_path / "checkpoint.pt")
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in params(model).items())
+    payload = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert payload["train_state"]["step"] == 10
+    assert payload["provenance"]["data"]["name"] == "ring5"
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_bad_settings_and_resume_errors(tmp_path):
+    model = fresh(10)
+    with pytest.raises(ConfigError, match="train:.*expected settings among"):
+        Trainer(model, stepz=3)
+    with pytest.raises(ConfigError, match="checkpoint_every"):
+        Trainer(model, checkpoint_every=5)
+    with pytest.raises(ConfigError, match="resume: checkpoint"):
+        Trainer(model, resume=tmp_path / "missing.pt")
+    model.save(tmp_path / "plain.pt")
+    with pytest.raises(CheckpointError, match="no training state"):
+        Trainer(model, resume=tmp_path / "plain.pt").fit(model.data)
