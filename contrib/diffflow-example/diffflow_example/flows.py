@@ -44,9 +44,14 @@ class OrnsteinUhlenbeck(Flow):
 
     def mean(self, m0: Tensor | float, t: float) -> Tensor:
         """Closed-form ``E[x_t]`` from an initial mean ``m0``."""
-        return self.mu + (torch.as_tensor(m0) - self.mu) * math.exp(-self.theta * t)
+        return self.mu + (_tensor(m0) - self.mu) * math.exp(-self.theta * t)
 
     def variance(self, v0: Tensor | float, t: float) -> Tensor:
         """Closed-form ``Var[x_t]`` from an initial variance ``v0``."""
         decay = math.exp(-2 * self.theta * t)
-        return torch.as_tensor(v0) * decay + self.sigma ** 2 * (1 - decay) / (2 * self.theta)
+        return _tensor(v0) * decay + self.sigma ** 2 * (1 - decay) / (2 * self.theta)
+
+
+def _tensor(value: Tensor | float) -> Tensor:
+    """Tensors pass through; Python numbers become float64 scalars (closed forms are reference values)."""
+    return value if isinstance(value, Tensor) else torch.tensor(float(value), dtype=torch.float64)
