@@ -44,3 +44,13 @@ def register_metrics(register):
              "Exact W2 to the data with the data-vs-data floor, over seeds")
     register("sliced-w2", "diffflow_core.metrics.wasserstein:sliced_wasserstein",
              "Sliced W2 over random 1-D projections")
+    register("mmd", "diffflow_core.metrics.two_sample:mmd", "Unbiased MMD^2, multi-bandwidth Gaussian kernel")
+    register("energy", "diffflow_core.metrics.two_sample:energy_distance", "Energy distance")
+    register("mode-coverage", "diffflow_core.metrics.mixture:mode_coverage",
+             "Share of samples per mixture mode vs the true weights")
+    register("log-density", "diffflow_core.metrics.mixture:log_density",
+             "Mean exact log-density of samples vs the data's (mixtures)")
+    register("frechet-digits", "diffflow_core.metrics.digits:frechet_digits",
+             "Fréchet distance in a digits classifier's features, with the train-vs-test floor")
+    register("class-histogram", "diffflow_core.metrics.digits:class_histogram",
+             "Digits classifier's predicted-class counts of samples")
