@@ -57,8 +57,8 @@ class GeneratorSmoother(Smoother, nn.Module):
 
     # -- particles -----------------------------------------------------------------------------------
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        device = next(self.net.parameters()).device
-        return torch.randn(n, self.latent_dim, generator=generator, device=device)
+        param = next(self.net.parameters())
+        return torch.randn(n, self.latent_dim, generator=generator, device=param.device, dtype=param.dtype)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z)
@@ -108,13 +108,18 @@ class GeneratorSmoother(Smoother, nn.Module):
         return self._optimizer
 
     def advance(self, flow: Flow, x: Tensor, t: Tensor, dt: Tensor) -> Tensor:
-        """One optimiser step on theta with learning rate ``|dt|`` (or the fixed ``lr``); returns the new ``g(z)``."""
+        """One optimiser step on theta with learning rate ``|dt|`` (or the fixed ``lr``); returns the new ``g(z)``.
+
+        On a decreasing grid (``dt < 0``) the surrogate loss changes sign, so the particles move by
+        ``dt * A[v]`` like free particles move by ``dt * v``.
+        """
         if self.z is None:
             raise ConfigError("generator smoother: call init_particles(n) before integrating its particles")
         opt = self.optimizer(self.lr if self.lr is not None else float(abs(dt)))
         opt.zero_grad(set_to_none=True)
+        sign = -1.0 if float(dt) < 0 else 1.0
         with torch.enable_grad():
-            self.surrogate_loss(flow, self.z, t).backward()
+            (sign * self.surrogate_loss(flow, self.z, t)).backward()
         opt.step()
         with torch.no_grad():
             return self(self.z)
