@@ -1,0 +1,134 @@
+"""The ``velocity`` flow: a learned neural ODE ``dx/dt = f_theta(x, t[, c])`` on ``t in [0, 1]`` (SPEC §4.1).
+
+Particles start at ``t = 0`` from the source law pi_1 (noise, a dataset, or a class of one) and reach the data
+law pi_2 at ``t = 1``. Two interpolation paths define what ``f`` regresses on (SPEC §4.1-4.2):
+
+* ``linear`` (rectified flow / ScoreFlow): ``x(t) = (1 - t) x_1 + t x_2``, target ``x_2 - x_1``;
+* ``ve`` (the score view): ``x(t) = x_2 + (1 - t) x_1`` with ``x_1 = sigma_max eps`` drawn from a Gaussian source
+  of std sigma_max, target ``d/dt x(t) = -x_1``; its optimum is the VE probability-flow ODE
+  ``f* = sigma'_t (x - D(x; sigma_t)) / sigma_t`` with ``sigma_t = (1 - t) sigma_max``.
+
+With ``conditional=True`` the network also sees a class label; the extra label index ``num_classes`` is the null
+label of classifier-free guidance (SPEC §4.4), and :meth:`sampling` selects a label and a guidance weight.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor
+
+from diffflow_core.errors import ConfigError
+from diffflow_core.interfaces import Flow, as_time
+from diffflow_core.networks import build_network
+from diffflow_velocity.sources import GaussianSource, make_source
+
+__all__ = ["VelocityFlow", "PATHS"]
+
+PATHS = ("linear", "ve")
+
+
+class VelocityFlow(Flow):
+    """``dx/dt = f_theta(x, t[, c])``; ``network`` is any registered network (called ``net(x, t, y)``)."""
+
+    def __init__(self, network: Any = "mlp", source: Any = "gaussian", path: str = "linear",
+                 conditional: bool = False, event_shape: tuple[int, ...] | None = None,
+                 num_classes: int | None = None, data: Any = None) -> None:
+        super().__init__()
+        if event_shape is None:
+            raise ConfigError("event_shape: the velocity flow needs the particle shape (build it with data)")
+        if path not in PATHS:
+            raise ConfigError(f"path: expected one of {', '.join(PATHS)}, got {path!r}")
+        if conditional and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+            raise ConfigError(f"num_classes: a conditional velocity flow needs a positive class count "
+                              f"(labelled data), got {num_classes!r}")
+        self.event_shape = tuple(event_shape)
+        self.path = path
+        self.conditional = bool(conditional)
+        self.num_classes = num_classes if conditional else None
+        self.source = make_source(source, self.event_shape, data)
+        if path == "ve" and not isinstance(self.source, GaussianSource):
+            raise ConfigError("source: the 've' path needs a Gaussian source (its std is sigma_max)")
+        self.net = build_network(network, in_shape=self.event_shape, time_conditioned=True,
+                                 num_classes=self.num_classes)
+        self._label: Tensor | int | None = None
+        self._guidance = 1.0
+
+    # -- the field -----------------------------------------------------------------------------------
+    def null_labels(self, n: int, device: torch.device | str) -> Tensor:
+        """The null label (index ``num_classes``) for ``n`` particles: the unconditional field."""
+        return torch.full((n,), self.num_classes, dtype=torch.long, device=device)
+
+    def field(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
+        """``f_theta(x, t, y)``; for a conditional flow ``y=None`` means the null label (unconditional)."""
+        if self.conditional and y is None:
+            y = self.null_labels(x.shape[0], x.device)
+        return self.net(x, as_time(t, x), y) if self.conditional else self.net(x, as_time(t, x))
+
+    def guided_field(self, x: Tensor, t: Tensor | float, y: Tensor, guidance: float) -> Tensor:
+        """Classifier-free guidance ``f(x,t,null) + w (f(x,t,c) - f(x,t,null))`` (SPEC §4.4), one batched pass.
+
+        ``w = 1`` is the conditional field (evaluated alone), ``w = 0`` the unconditional one.
+        """
+        if guidance == 1.0:
+            return self.field(x, t, y)
+        t = as_time(t, x)
+        both = self.field(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, self.null_labels(x.shape[0], x.device)]))
+        cond, uncond = both.chunk(2)
+        return uncond + guidance * (cond - uncond)
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+        if self._label is None:
+            return self.field(x, t)
+        return self.guided_field(x, t, self._labels_for(x), self._guidance)
+
+    def _labels_for(self, x: Tensor) -> Tensor:
+        label = self._label
+        if isinstance(label, Tensor):
+            if label.shape != (x.shape[0],):
+                raise ConfigError(f"label: expected one label per particle, shape ({x.shape[0]},), "
+                                  f"got {tuple(label.shape)}")
+            return label.to(x.device)
+        return torch.full((x.shape[0],), label, dtype=torch.long, device=x.device)
+
+    @contextlib.contextmanager
+    def sampling(self, label: int | Tensor | None = None, guidance: float = 1.0) -> Iterator[None]:
+        """Sample class ``label`` (an int or one label per particle) with guidance weight ``guidance``."""
+        if label is not None and not self.conditional:
+            raise ConfigError("label: this velocity flow is unconditional (build it with conditional=True)")
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
+            raise ConfigError(f"guidance: expected a finite number, got {guidance!r}")
+        if label is None and guidance != 1.0:
+            raise ConfigError("guidance: classifier-free guidance needs a class label")
+        if label is not None:
+            labels = torch.as_tensor(label)
+            if labels.dtype in (torch.bool,) or labels.is_floating_point() or labels.ndim > 1 or \
+                    bool(((labels < 0) | (labels >= self.num_classes)).any()):
+                raise ConfigError(f"label: expected class indices in [0, {self.num_classes}), got {label!r}")
+            label = labels.long() if labels.ndim == 1 else int(labels)
+        saved = (self._label, self._guidance)
+        self._label, self._guidance = label, float(guidance)
+        try:
+            yield
+        finally:
+            self._label, self._guidance = saved
+
+    # -- paths and laws --------------------------------------------------------------------------------
+    def interpolate(self, x1: Tensor, x2: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """The path point ``x(t)`` and its velocity (the regression target) for pairs ``(x_1, x_2)``, ``t [N]``."""
+        tt = t.reshape(-1, *([1] * (x1.ndim - 1)))
+        if self.path == "linear":
+            return (1 - tt) * x1 + tt * x2, x2 - x1
+        return x2 + (1 - tt) * x1, -x1
+
+    def prior(self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None) -> Tensor:
+        """``n`` draws of the source law pi_1 (the particles at ``t = 0``)."""
+        param = next(itertools.chain(self.parameters(), self.buffers()))
+        return self.source.sample(n, generator, device if device is not None else param.device, param.dtype)
+
+    def prior_log_prob(self, x: Tensor) -> Tensor:
+        """Log-density of the source at ``t = 0``, the start of the ODE log-likelihood (SPEC §1.7)."""
+        return self.source.log_prob(x)

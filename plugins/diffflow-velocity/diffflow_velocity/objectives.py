@@ -1,0 +1,186 @@
+"""Objectives of the velocity flow (SPEC §4.2): the rectified-flow regression (eq 18) and the path-constrained
+loss (eq 19), both on pairs ``(x_1, x_2)`` of the source law and the data, and optional reflow.
+
+Per-sample losses are squared norms divided by the dimension D (a mean over coordinates), so the scale does not
+grow with the image size. Class-conditional flows train with label dropout: each label is replaced by the null
+label with probability ``label_dropout``, which fits the unconditional field used by guidance (SPEC §4.4).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor
+
+from diffflow_core.errors import ConfigError
+from diffflow_core.interfaces import Batch, Objective
+from diffflow_velocity.flow import VelocityFlow
+
+__all__ = ["PathSample", "Coupling", "FlowMatching", "PathConstrained", "WEIGHTS"]
+
+
+@attrs.frozen
+class PathSample:
+    """Pairs ``x1 ~ pi_1``, ``x2 ~ pi_2``, times ``t [B]``, the path point ``xt``, its velocity ``target`` and labels."""
+
+    x1: Tensor
+    x2: Tensor
+    t: Tensor
+    xt: Tensor
+    target: Tensor
+    y: Tensor | None
+
+
+@attrs.frozen
+class Coupling:
+    """Fixed pairs ``(x1, x2[, y])`` that replace independent pairing after :meth:`reflow`."""
+
+    x1: Tensor
+    x2: Tensor
+    y: Tensor | None
+
+
+def _uniform(n: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
+    draw = torch.rand(n, generator=generator, dtype=like.dtype,
+                      device=generator.device if generator is not None else like.device)
+    return draw.to(like.device)
+
+
+def _sq_norm(x: Tensor) -> Tensor:
+    """Per-sample mean of squares over the event dimensions, ``||x||^2 / D``."""
+    return x.flatten(1).pow(2).mean(1)
+
+
+class _PathObjective(Objective):
+    """Shared pairing, time sampling, label dropout and reflow of the two velocity objectives."""
+
+    def __init__(self, label_dropout: float = 0.0, t_min: float = 0.0, flow: Any = None) -> None:
+        if flow is not None and not isinstance(flow, VelocityFlow):
+            raise ConfigError(f"flow: the velocity objectives need a 'velocity' flow, got {type(flow).__name__}")
+        if isinstance(label_dropout, bool) or not isinstance(label_dropout, (int, float)) or not 0 <= label_dropout < 1:
+            raise ConfigError(f"label_dropout: expected a probability in [0, 1), got {label_dropout!r}")
+        if isinstance(t_min, bool) or not isinstance(t_min, (int, float)) or not 0 <= t_min < 1:
+            raise ConfigError(f"t_min: expected a number in [0, 1), got {t_min!r}")
+        self.label_dropout, self.t_min = float(label_dropout), float(t_min)
+        self.coupling: Coupling | None = None
+
+    def path_sample(self, flow: VelocityFlow, batch: Batch, generator: torch.Generator | None = None,
+                    t: Tensor | None = None) -> PathSample:
+        """Pair the batch with source draws (or reflow pairs), draw ``t ~ U[t_min, 1)`` unless given."""
+        if not isinstance(flow, VelocityFlow):
+            raise ConfigError(f"flow: the velocity objectives need a 'velocity' flow, got {type(flow).__name__}")
+        n, like = len(batch), batch.x
+        if self.coupling is not None:
+            index = torch.randint(0, self.coupling.x1.shape[0], (n,), generator=generator,
+                                  device=generator.device if generator is not None else "cpu").to(self.coupling.x1.device)
+            x1, x2 = self.coupling.x1[index].to(like), self.coupling.x2[index].to(like)
+            y = None if self.coupling.y is None else self.coupling.y[index].to(like.device)
+        else:
+            x2, y = like, batch.y
+            x1 = flow.source.sample(n, generator, like.device, like.dtype)
+        if flow.conditional:
+            if y is None:
+                raise ConfigError("data: a conditional velocity flow trains on labelled data (batch has no labels)")
+            drop = _uniform(n, generator, like) < self.label_dropout
+            y = torch.where(drop, flow.null_labels(n, like.device), y)
+        else:
+            y = None
+        if t is None:
+            t = self.t_min + (1 - self.t_min) * _uniform(n, generator, like)
+        xt, target = flow.interpolate(x1, x2, t)
+        return PathSample(x1, x2, t, xt, target, y)
+
+    def per_sample(self, flow: VelocityFlow, path: PathSample) -> Tensor:
+        raise NotImplementedError
+
+    def loss(self, flow: VelocityFlow, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
+        return self.per_sample(flow, self.path_sample(flow, batch, generator)).mean()
+
+    @torch.no_grad()
+    def reflow(self, model: Any, n: int, steps: int, *, seed: int = 0, solver: Any = None) -> Coupling:
+        """Re-pair by the current model's own couplings: ``x2 = ODE(x1)`` for ``n`` source draws ``x1``.
+
+        Later training regresses on these deterministic pairs, which straightens the paths (rectified flow's
+        reflow); a conditional flow draws uniform labels and integrates each under its own label.
+        """
+        from diffflow_core.model import make_generator
+
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"n: expected a positive number of reflow pairs, got {n!r}")
+        flow = model.flow
+        generator = make_generator(seed, model.device)
+        x1 = flow.prior(n, generator=generator, device=model.device)
+        y = None
+        if flow.conditional:
+            y = torch.randint(0, flow.num_classes, (n,), generator=generator, device=generator.device).to(x1.device)
+        with flow.sampling(label=y) if y is not None else _no_options():
+            x2 = model._solver(solver).solve(flow, x1, flow.time_grid(steps).to(x1), smoother=model.smoother)
+        self.coupling = Coupling(x1, x2, y)
+        return self.coupling
+
+
+class _no_options:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+class FlowMatching(_PathObjective):
+    """Rectified-flow regression ``E || f(x(t), t) - dx/dt ||^2`` (SPEC eq 18); its optimum is
+    ``f*(x, t) = E[x_2 - x_1 | x(t) = x]`` (SPEC §4.1)."""
+
+    def __init__(self, label_dropout: float = 0.0, t_min: float = 0.0, flow: Any = None) -> None:
+        super().__init__(label_dropout, t_min, flow)
+
+    def per_sample(self, flow: VelocityFlow, path: PathSample) -> Tensor:
+        return _sq_norm(flow.field(path.xt, path.t, path.y) - path.target)
+
+
+WEIGHTS = {
+    "inverse": lambda t: 1 / t,            # the paper's choice: a t-weighted RF loss in the one-step form
+    "uniform": lambda t: torch.ones_like(t),
+    "inverse-square": lambda t: t ** -2,   # the one-step form then equals the plain RF loss
+}
+
+
+class PathConstrained(_PathObjective):
+    """Path-constrained loss ``E[lambda(t) || x_theta(t) - x(t) ||^2]`` (SPEC eq 19).
+
+    ``steps=1``: the one-step approximation ``x_theta(t) = x(0) + t f(x(t), t)``, i.e. ``lambda(t) t^2`` times
+    the RF residual. ``steps=K>1``: the model itself is integrated by K Euler steps from the path point at
+    ``s = max(t - horizon, 0)`` to ``t`` (gradients flow through all of them), and the endpoint error is
+    rescaled by ``(t / (t - s))^2`` so that the weighting matches the one-step form.
+    """
+
+    def __init__(self, weight: str = "inverse", steps: int = 1, horizon: float = 0.1, label_dropout: float = 0.0,
+                 t_min: float = 1e-3, flow: Any = None) -> None:
+        if weight not in WEIGHTS:
+            raise ConfigError(f"weight: expected one of {', '.join(WEIGHTS)}, got {weight!r}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"steps: expected a positive integer number of Euler steps, got {steps!r}")
+        if isinstance(horizon, bool) or not isinstance(horizon, (int, float)) or not 0 < horizon <= 1:
+            raise ConfigError(f"horizon: expected a number in (0, 1], got {horizon!r}")
+        if not t_min > 0:
+            raise ConfigError(f"t_min: lambda(t) may be singular at t = 0; expected t_min > 0, got {t_min!r}")
+        super().__init__(label_dropout, t_min, flow)
+        self.weight, self.steps, self.horizon = weight, steps, float(horizon)
+
+    def per_sample(self, flow: VelocityFlow, path: PathSample) -> Tensor:
+        t = path.t
+        shape = (-1, *([1] * (path.xt.ndim - 1)))
+        if self.steps == 1:
+            start, _ = flow.interpolate(path.x1, path.x2, torch.zeros_like(t))
+            reached = start + t.reshape(shape) * flow.field(path.xt, t, path.y)
+            scale = torch.ones_like(t)
+        else:
+            s = (t - self.horizon).clamp_min(0.0)
+            reached, _ = flow.interpolate(path.x1, path.x2, s)
+            h = (t - s) / self.steps
+            for k in range(self.steps):
+                reached = reached + h.reshape(shape) * flow.field(reached, s + k * h, path.y)
+            scale = (t / (t - s)) ** 2
+        return WEIGHTS[self.weight](t) * scale * _sq_norm(reached - path.xt)
