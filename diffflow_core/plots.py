@@ -1,0 +1,239 @@
+"""Pictures of particle flows, one call each (matplotlib, Agg backend, imported lazily).
+
+* :func:`snapshots` - a row of panels of the particles at chosen times with the flow's drift arrows and an
+  optional background (a density, a discriminator), as GPM's Figures 8-12;
+* :func:`animate` - an animated GIF of a trajectory (Pillow writer);
+* :func:`scatter` - samples over the data; :func:`image_grid` - a grid of images; :func:`curve` - a metric
+  against training step (several named series, optional reference line such as a W2 floor).
+
+Every function writes ``path`` (parent folders are created), closes its figure and returns the path.
+Trajectories are ``[T, N, 2]`` tensors (``Samples.trajectory``) or lists of ``[N, 2]`` tensors.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from diffflow_core.errors import ConfigError
+
+__all__ = ["snapshots", "animate", "scatter", "image_grid", "curve"]
+
+_DATA_STYLE = {"s": 2, "c": "0.7", "alpha": 0.4, "linewidths": 0}
+_PARTICLE_STYLE = {"s": 3, "c": "tab:blue", "alpha": 0.7, "linewidths": 0}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _points(x, what: str) -> Tensor:
+    x = torch.as_tensor(getattr(x, "x", x)).detach().cpu().double()
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ConfigError(f"{what}: expected 2-D points [N, 2], got shape {tuple(x.shape)}")
+    return x
+
+
+def _trajectory(trajectory) -> Tensor:
+    if isinstance(trajectory, (list, tuple)):
+        trajectory = torch.stack([torch.as_tensor(x) for x in trajectory])
+    trajectory = torch.as_tensor(trajectory).detach().cpu().double()
+    if trajectory.ndim != 3 or trajectory.shape[2] != 2 or trajectory.shape[0] < 1:
+        raise ConfigError(f"trajectory: expected [T, N, 2] with T >= 1, got shape {tuple(trajectory.shape)}")
+    return trajectory
+
+
+def _limits(*clouds: Tensor | None, limits=None) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Square axis limits holding the 0.5%-99.5% quantiles of every cloud, with a margin."""
+    if limits is not None:
+        low, high = limits
+        return (low, high), (low, high)
+    stacked = torch.cat([c for c in clouds if c is not None])
+    low = torch.quantile(stacked, 0.005, dim=0).min().item()
+    high = torch.quantile(stacked, 0.995, dim=0).max().item()
+    margin = 0.1 * (high - low) + 1e-6
+    return (low - margin, high + margin), (low - margin, high + margin)
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def _draw_background(ax, background: Callable[[Tensor], Tensor], xlim, ylim, resolution: int = 120) -> None:
+    xs = torch.linspace(*xlim, resolution)
+    ys = torch.linspace(*ylim, resolution)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(-1, 2)
+    with torch.no_grad():
+        values = torch.as_tensor(background(grid)).detach().cpu().reshape(resolution, resolution).numpy()
+    ax.imshow(values, extent=(*xlim, *ylim), origin="lower", cmap="Greens", alpha=0.6, aspect="auto")
+
+
+def _drift(flow, x: Tensor, t: float) -> Tensor:
+    """The flow's drift at the panel's particles (the whole batch: interacting flows need it)."""
+    param = next(iter(flow.parameters()), None) if hasattr(flow, "parameters") else None
+    dtype = param.dtype if param is not None else torch.float32
+    device = param.device if param is not None else "cpu"
+    x = x.to(device, dtype)
+    return flow.drift(x, torch.tensor(t, dtype=dtype, device=device)).detach().cpu().double()
+
+
+def snapshots(trajectory, path, times: Sequence[float] | Tensor | None = None, flow=None, data=None,
+              background: Callable[[Tensor], Tensor] | None = None, panels: int = 5, arrows: int = 100,
+              limits: tuple[float, float] | None = None, title: str | None = None) -> Path:
+    """A row of ``panels`` snapshots of a 2-D particle ``trajectory`` at evenly spaced recorded steps.
+
+    ``times`` (one per recorded step, e.g. ``Samples.times``) label the panels and, with ``flow``, give the
+    time at which ``flow.drift`` is drawn as arrows on ``arrows`` particles. ``data`` (points or a Dataset)
+    is drawn faintly; ``background`` maps grid points ``[M, 2]`` to values ``[M]`` (e.g. a density
+    ``lambda g: dataset.log_prob(g).exp()`` or a discriminator) and is shown as a shaded map. Arrows are
+    scaled per panel (the longest spans 12% of the panel) and the panel title gives the largest speed.
+    """
+    traj = _trajectory(trajectory)
+    steps = traj.shape[0]
+    if times is not None and len(times) != steps:
+        raise ConfigError(f"times: expected {steps} values (one per recorded step), got {len(times)}")
+    if isinstance(panels, bool) or not isinstance(panels, int) or panels < 1:
+        raise ConfigError(f"panels: expected an integer >= 1, got {panels!r}")
+    reference = None if data is None else _points(getattr(data, "train", data)[:5000], "data")
+    xlim, ylim = _limits(traj[0], traj[-1], reference, limits=limits)
+    chosen = np.unique(np.linspace(0, steps - 1, min(panels, steps)).round().astype(int))
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(chosen), figsize=(3 * len(chosen), 3.1), squeeze=False)
+    for ax, k in zip(axes[0], chosen):
+        if background is not None:
+            _draw_background(ax, background, xlim, ylim)
+        if reference is not None:
+            ax.scatter(reference[:, 0], reference[:, 1], **_DATA_STYLE)
+        x = traj[k]
+        ax.scatter(x[:, 0], x[:, 1], **_PARTICLE_STYLE)
+        t = float(times[k]) if times is not None else float(k)
+        label = f"t = {t:.3g}" if times is not None else f"step {k}"
+        if flow is not None and arrows > 0:
+            v = _drift(flow, x, t)
+            idx = torch.linspace(0, x.shape[0] - 1, min(arrows, x.shape[0])).long()
+            longest = v[idx].norm(dim=1).max().item() or 1.0
+            scale = longest / (0.12 * (xlim[1] - xlim[0]))  # the longest arrow spans 12% of the panel
+            ax.quiver(x[idx, 0], x[idx, 1], v[idx, 0], v[idx, 1], color="tab:red", angles="xy",
+                      scale_units="xy", scale=scale, width=0.005)
+            label += f", max|v| = {longest:.2g}"
+        ax.set_title(label, fontsize=9)
+        ax.set_xlim(*xlim)
+        ax.set_ylim(*ylim)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def animate(trajectory, path, data=None, fps: int = 12, limits: tuple[float, float] | None = None,
+            times: Sequence[float] | Tensor | None = None) -> Path:
+    """An animated GIF of a 2-D particle ``trajectory`` (one frame per recorded step) over optional ``data``."""
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    traj = _trajectory(trajectory)
+    reference = None if data is None else _points(getattr(data, "train", data)[:5000], "data")
+    xlim, ylim = _limits(traj[0], traj[-1], reference, limits=limits)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4, 4))
+    if reference is not None:
+        ax.scatter(reference[:, 0], reference[:, 1], **_DATA_STYLE)
+    cloud = ax.scatter(traj[0, :, 0], traj[0, :, 1], **_PARTICLE_STYLE)
+    label = ax.set_title("")
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.set_aspect("equal")
+
+    def frame(k: int):
+        cloud.set_offsets(traj[k].numpy())
+        label.set_text(f"t = {float(times[k]):.3g}" if times is not None else f"step {k}")
+        return cloud, label
+
+    movie = FuncAnimation(fig, frame, frames=traj.shape[0], blit=False)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    movie.save(path, writer=PillowWriter(fps=fps))
+    plt.close(fig)
+    return path
+
+
+def scatter(samples, path, data=None, limits: tuple[float, float] | None = None, title: str | None = None) -> Path:
+    """2-D samples (blue) over the data (grey)."""
+    x = _points(samples, "samples")
+    reference = None if data is None else _points(getattr(data, "train", data)[:5000], "data")
+    xlim, ylim = _limits(x, reference, limits=limits)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4, 4))
+    if reference is not None:
+        ax.scatter(reference[:, 0], reference[:, 1], label="data", **_DATA_STYLE)
+    ax.scatter(x[:, 0], x[:, 1], label="samples", **_PARTICLE_STYLE)
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", markerscale=4, fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def image_grid(images, path, nrow: int | None = None, value_range: tuple[float, float] = (-1.0, 1.0),
+               title: str | None = None) -> Path:
+    """A grid of grey-scale images ``[N, 1, H, W]`` (or ``[N, H, W]``) shown over ``value_range``."""
+    images = torch.as_tensor(getattr(images, "x", images)).detach().cpu().float()
+    if images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.ndim != 3 or images.shape[0] < 1:
+        raise ConfigError(f"images: expected [N, 1, H, W] or [N, H, W] grey-scale images, got {tuple(images.shape)}")
+    n, h, w = images.shape
+    nrow = nrow or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / nrow))
+    canvas = torch.full((rows * (h + 1) + 1, nrow * (w + 1) + 1), value_range[0])
+    for k in range(n):
+        r, c = divmod(k, nrow)
+        canvas[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = images[k]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(0.5 * nrow + 0.5, 0.5 * rows + 0.5))
+    ax.imshow(canvas.numpy(), cmap="gray", vmin=value_range[0], vmax=value_range[1], interpolation="nearest")
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def curve(xs, ys, path, xlabel: str = "step", ylabel: str = "metric", reference: float | None = None,
+          reference_label: str = "floor", logy: bool = False, title: str | None = None) -> Path:
+    """``ys`` against ``xs``: one series, or a mapping name -> values (all over the same ``xs``)."""
+    series: Mapping[str, Sequence[float]] = ys if isinstance(ys, Mapping) else {ylabel: ys}
+    xs = np.asarray(xs, dtype=float)
+    for name, values in series.items():
+        if len(values) != len(xs):
+            raise ConfigError(f"ys[{name!r}]: expected {len(xs)} values (one per x), got {len(values)}")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for name, values in series.items():
+        ax.plot(xs, np.asarray(values, dtype=float), marker="o", markersize=3, label=name)
+    if reference is not None:
+        ax.axhline(reference, color="0.4", linestyle="--", label=reference_label)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if len(series) > 1 or reference is not None:
+        ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
