@@ -16,17 +16,8 @@ __all__ = ["Flow", "Objective", "Smoother", "Solver", "Player", "Batch", "StepIn
            "ConflictError", "PluginError", "UnknownComponentError", "CheckpointError"]
 
 
-def __getattr__(name):  # build/Model pull in the config machinery only when used
-    if name == "build":
-        from diffflow_core.build import build
-
-        return build
-    if name == "load_config":
-        from diffflow_core.config import load_config
-
-        return load_config
-    if name == "Model":
-        from diffflow_core.model import Model
-
-        return Model
-    raise AttributeError(f"module 'diffflow_core' has no attribute {name!r}")
+# Imported eagerly (cheap: no plugin scan) because a lazily imported submodule ``diffflow_core.build`` would
+# replace the function ``diffflow_core.build`` on the package once anything imported the submodule.
+from diffflow_core.build import build  # noqa: E402
+from diffflow_core.config import load_config  # noqa: E402
+from diffflow_core.model import Model  # noqa: E402

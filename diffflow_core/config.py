@@ -41,6 +41,21 @@ def _non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None
                           f"expected a number >= 0, got {value!r}")
 
 
+def _positive_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Counts (steps, batch sizes, intervals) must be integers: 2.5 steps is a typo, not a request."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{type(instance).__name__.lower().replace('config', '')}.{attribute.name}: "
+                          f"expected a positive integer, got {value!r}")
+
+
+def _non_negative_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{type(instance).__name__.lower().replace('config', '')}.{attribute.name}: "
+                          f"expected an integer >= 0, got {value!r}")
+
+
 def _unit_interval(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     if not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise ConfigError(f"train.{attribute.name}: expected a number in [0, 1), got {value!r}")
@@ -63,13 +78,16 @@ class ComponentSpec:
         if value is None or isinstance(value, ComponentSpec):
             return value
         if isinstance(value, str):
-            return cls(value)
-        if isinstance(value, dict):
+            name, params = value, {}
+        elif isinstance(value, dict):
             if "name" not in value:
                 raise ConfigError(f"{field}: expected a table with a 'name' key, got keys {sorted(value)}")
-            params = {k: v for k, v in value.items() if k != "name"}
-            return cls(value["name"], params)
-        raise ConfigError(f"{field}: expected a component name or a table, got {type(value).__name__}")
+            name, params = value["name"], {k: v for k, v in value.items() if k != "name"}
+        else:
+            raise ConfigError(f"{field}: expected a component name or a table, got {type(value).__name__}")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{field}.name: expected a non-empty component name, got {name!r}")
+        return cls(name, params)
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, **self.params}
@@ -79,18 +97,18 @@ class ComponentSpec:
 class TrainConfig:
     """Training-engine settings shared by every family."""
 
-    steps: int = attrs.field(default=1000, validator=_positive)
-    batch_size: int = attrs.field(default=128, validator=_positive)
+    steps: int = attrs.field(default=1000, validator=_positive_int)
+    batch_size: int = attrs.field(default=128, validator=_positive_int)
     lr: float = attrs.field(default=2e-4, validator=_positive)
     betas: tuple[float, float] = attrs.field(default=(0.9, 0.999), converter=tuple)
     weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
-    warmup: int = attrs.field(default=0, validator=_non_negative)
+    warmup: int = attrs.field(default=0, validator=_non_negative_int)
     grad_clip: float | None = attrs.field(default=None, validator=_positive)
     ema: float = attrs.field(default=0.0, validator=_unit_interval)
     seed: int = 0
-    log_every: int = attrs.field(default=50, validator=_positive)
-    eval_every: int | None = attrs.field(default=None, validator=_positive)
-    checkpoint_every: int | None = attrs.field(default=None, validator=_positive)
+    log_every: int = attrs.field(default=50, validator=_positive_int)
+    eval_every: int | None = attrs.field(default=None, validator=_positive_int)
+    checkpoint_every: int | None = attrs.field(default=None, validator=_positive_int)
     progress: bool = True
 
 
@@ -98,8 +116,8 @@ class TrainConfig:
 class SampleConfig:
     """Default sampling settings: number of solver steps and samples."""
 
-    steps: int = attrs.field(default=35, validator=_positive)
-    n: int = attrs.field(default=2000, validator=_positive)
+    steps: int = attrs.field(default=35, validator=_positive_int)
+    n: int = attrs.field(default=2000, validator=_positive_int)
 
 
 _SECTIONS = ("flow", "objective", "smoother", "solver", "data", "train", "sample", "preset", "summary")
