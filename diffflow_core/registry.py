@@ -106,7 +106,7 @@ class Registry:
             available = ", ".join(self.names()) or "(none)"
             message = f"unknown {self.kind[:-1] if self.kind.endswith('s') else self.kind} {name!r}"
             message += did_you_mean(str(name), self.names())
-            message += f". Available {self.kind}: {available}."
+            message += (" " if message.endswith("?") else ". ") + f"Available {self.kind}: {available}."
             failed = self._failed_plugins()
             if failed:
                 message += " Plugins that failed to load: " + "; ".join(failed) + "."
