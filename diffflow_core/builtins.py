@@ -17,6 +17,12 @@ def register_smoothers(register):
 @hookimpl
 def register_networks(register):
     register("mlp", "diffflow_core.networks.mlp:MLP", "MLP with Fourier/sinusoidal time embedding and labels")
+    register("unet", "diffflow_core.networks.unet:UNet",
+             "Small DDPM-style U-Net for images: time/noise embedding, class labels (null label), dropout")
+    register("dcgan-generator", "diffflow_core.networks.dcgan:DCGANGenerator",
+             "DCGAN generator body: latent -> image (transposed convolutions, BN, tanh)")
+    register("dcgan-discriminator", "diffflow_core.networks.dcgan:DCGANDiscriminator",
+             "DCGAN discriminator body: image (+ t, label) -> logit (strided convolutions)")
 
 
 @hookimpl

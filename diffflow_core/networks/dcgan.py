@@ -1,0 +1,115 @@
+"""DCGAN-style bodies (SPEC §2.10): a generator ``latent -> image`` of transposed convolutions and a
+discriminator ``image (+ t) -> logit`` of strided convolutions, for 8x8, 28x28 and 32x32 images.
+
+Both halve (or double) the resolution ``k`` times, where ``k`` is the largest count with ``H / 2^k`` an integer
+of at least 4 (8 -> 4, 28 -> 7, 32 -> 4); the channel width doubles at every coarser level.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from diffflow_core.errors import ConfigError
+from diffflow_core.networks.conditioning import Conditioning
+
+__all__ = ["DCGANGenerator", "DCGANDiscriminator"]
+
+
+def _levels(shape: tuple[int, ...], what: str) -> int:
+    if len(shape) != 3 or shape[1] != shape[2] or shape[1] < 4:
+        raise ConfigError(f"{what}: expected square images (C, H, H) with H >= 4, got {shape}")
+    k, size = 0, shape[1]
+    while size % 2 == 0 and size // 2 >= 4:
+        size //= 2
+        k += 1
+    return k
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ConfigError(f"norm: expected 'batch' or 'none', got {kind!r}")
+
+
+class DCGANGenerator(nn.Module):
+    """``z [N, *in_shape] (, t, y) -> [N, C, H, H]``: a linear map to ``width 2^k x s0 x s0``, then ``k``
+    transposed convolutions (each doubling the resolution, halving the channels), BN + ReLU, and a 3x3
+    convolution to ``C`` channels with ``tanh`` (``output='tanh'``) or no squashing (``'linear'``)."""
+
+    def __init__(self, in_shape: tuple[int, ...] = (128,), out_shape: tuple[int, ...] | None = None,
+                 time_conditioned: bool = False, num_classes: int | None = None, width: int = 64,
+                 norm: str = "batch", output: str = "tanh", embedding_dim: int = 128) -> None:
+        super().__init__()
+        if out_shape is None:
+            raise ConfigError("out_shape: the DCGAN generator needs the image shape (C, H, H)")
+        if output not in ("tanh", "linear"):
+            raise ConfigError(f"output: expected 'tanh' or 'linear', got {output!r}")
+        self.out_shape = tuple(out_shape)
+        k = _levels(self.out_shape, "out_shape")
+        self.start = (width * 2**k, self.out_shape[1] // 2**k)
+        self.cond = Conditioning(embedding_dim, time_conditioned, num_classes)
+        features = math.prod(in_shape) + (embedding_dim if self.cond.active else 0)
+        channels, size = self.start
+        self.project = nn.Sequential(nn.Linear(features, channels * size * size))
+        layers: list[nn.Module] = [_norm(norm, channels), nn.ReLU()]
+        for _ in range(k):
+            layers += [nn.ConvTranspose2d(channels, channels // 2, 4, stride=2, padding=1),
+                       _norm(norm, channels // 2), nn.ReLU()]
+            channels //= 2
+        layers.append(nn.Conv2d(channels, self.out_shape[0], 3, padding=1))
+        if output == "tanh":
+            layers.append(nn.Tanh())
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor, t: Tensor | float | None = None, y: Tensor | None = None) -> Tensor:
+        features = z.flatten(1)
+        cond = self.cond(z, t, y)
+        if cond is not None:
+            features = torch.cat([features, cond], dim=1)
+        channels, size = self.start
+        return self.body(self.project(features).reshape(z.shape[0], channels, size, size))
+
+
+class DCGANDiscriminator(nn.Module):
+    """``x [N, C, H, H] (, t, y) -> [N, *out_shape]`` (a logit: pass ``out_shape=()`` or ``(1,)``).
+
+    ``k`` strided 4x4 convolutions with LeakyReLU(0.2) (BatchNorm with ``norm='batch'``; none by default, as
+    Discriminator Flow uses), the time/label embedding added as a per-channel bias after each, then a linear
+    read-out of the flattened features.
+    """
+
+    def __init__(self, in_shape: tuple[int, ...] = (1, 28, 28), out_shape: tuple[int, ...] | None = (),
+                 time_conditioned: bool = False, num_classes: int | None = None, width: int = 64,
+                 norm: str = "none", embedding_dim: int = 128, time_embedding: str = "fourier",
+                 fourier_scale: float = 16.0) -> None:
+        super().__init__()
+        self.in_shape = tuple(in_shape)
+        self.out_shape = tuple(out_shape) if out_shape is not None else ()
+        if self.out_shape == self.in_shape:
+            raise ConfigError(f"out_shape: a discriminator returns logits; pass out_shape=() or (1,), got {out_shape}")
+        k = max(_levels(self.in_shape, "in_shape"), 1)
+        self.cond = Conditioning(embedding_dim, time_conditioned, num_classes, time_embedding, embedding_dim,
+                                 fourier_scale)
+        self.convs, self.norms, self.biases = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        channels, cin, size = width, self.in_shape[0], self.in_shape[1]
+        for _ in range(k):
+            self.convs.append(nn.Conv2d(cin, channels, 4, stride=2, padding=1))
+            self.norms.append(_norm(norm, channels))
+            self.biases.append(nn.Linear(embedding_dim, channels) if self.cond.active else nn.Identity())
+            cin, channels, size = channels, channels * 2, size // 2
+        self.act = nn.LeakyReLU(0.2)
+        self.readout = nn.Linear(cin * size * size, max(1, math.prod(self.out_shape)))
+
+    def forward(self, x: Tensor, t: Tensor | float | None = None, y: Tensor | None = None) -> Tensor:
+        cond = self.cond(x, t, y)
+        h = x
+        for conv, norm, bias in zip(self.convs, self.norms, self.biases):
+            h = norm(conv(h))
+            if cond is not None:
+                h = h + bias(cond)[:, :, None, None]
+            h = self.act(h)
+        return self.readout(h.flatten(1)).reshape(x.shape[0], *self.out_shape)
