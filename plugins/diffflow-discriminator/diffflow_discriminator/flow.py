@@ -1,0 +1,124 @@
+"""The ``discriminator`` flow: particles ascend ``h = -c(f(x, t))`` with gradient strength eta (SPEC §2.4, §2.8).
+
+Without time conditioning the discriminator ``f(x)`` is a GAN's (smoothed by a generator, SPEC §2.3); with it,
+``f(x, t)`` is the single time-conditioned discriminator of a Discriminator Flow (eq 20, Algorithm 3), whose
+particles start at ``N(0, I)`` at ``t = 0`` and move by ``x <- x + (eta / N) grad h(x, k / N)``.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from diffflow_core.errors import ConfigError
+from diffflow_core.interfaces import Flow, as_time, check_steps
+from diffflow_discriminator.losses import GanLoss, get_loss
+
+__all__ = ["DiscriminatorFlow", "frozen", "DEFAULT_NETWORK"]
+
+#: GPM's toy discriminator: MLP 4x512, leaky ReLU, Fourier time features (128 channels, scale 16).
+DEFAULT_NETWORK = {"name": "mlp", "hidden": 512, "depth": 4, "activation": "leaky_relu"}
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Parameters stop requiring grad inside the block: input gradients then skip every weight gradient."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+class DiscriminatorFlow(Flow):
+    """Drift ``v(x, t) = eta * grad_x(-c(f(x, t)))`` of a learned discriminator ``f`` (eqs 16, 20).
+
+    ``network`` is a spec for :func:`diffflow_core.networks.build_network` (scalar output); ``loss`` a name of
+    :data:`diffflow_discriminator.losses.LOSSES`; ``time_conditioned`` gives ``f`` the time input of a
+    Discriminator Flow; ``grid`` names a registered time grid on ``[0, 1]`` used for sampling (uniform as in
+    GPM, any other increasing grid as an option); ``init_std`` re-initialises linear weights with
+    ``N(0, init_std^2)`` (GPM's GAN) and zero biases.
+    """
+
+    def __init__(self, network: dict[str, Any] | str | nn.Module = DEFAULT_NETWORK, loss: str | GanLoss = "vanilla",
+                 eta: float = 1.0, time_conditioned: bool = True, event_shape: tuple[int, ...] = (2,),
+                 grid: str | dict[str, Any] = "uniform", init_std: float | None = None) -> None:
+        super().__init__()
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or eta <= 0:
+            raise ConfigError(f"eta: expected a positive gradient strength, got {eta!r}")
+        if init_std is not None and not init_std > 0:
+            raise ConfigError(f"init_std: expected a positive standard deviation or None, got {init_std!r}")
+        self.loss = get_loss(loss)
+        self.eta = float(eta)
+        self.time_conditioned = bool(time_conditioned)
+        self.event_shape = tuple(event_shape)
+        self.grid = {"name": grid} if isinstance(grid, str) else dict(grid)
+        from diffflow_core.networks import build_network
+
+        self.net = build_network(network, in_shape=self.event_shape, out_shape=(1,),
+                                 time_conditioned=self.time_conditioned)
+        if init_std is not None:
+            for m in self.net.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.normal_(m.weight, 0.0, init_std)
+                    nn.init.zeros_(m.bias)
+
+    # -- the discriminator and its potential ---------------------------------------------------------
+    def logit(self, x: Tensor, t: Tensor | float | None = None) -> Tensor:
+        """``f(x, t)`` ``[N]`` (``t`` is ignored without time conditioning)."""
+        if self.time_conditioned:
+            if t is None:
+                raise ConfigError("t: this discriminator is time-conditioned; call logit(x, t)")
+            return self.net(x, as_time(t, x)).reshape(x.shape[0])
+        return self.net(x).reshape(x.shape[0])
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+        """``eta * grad_x h(x, t)`` with ``h = -c(f)`` (eq 16); no graph is kept."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            h = self.loss.potential(self.logit(x, t))
+            (grad,) = torch.autograd.grad(h.sum(), x)
+        return self.eta * grad
+
+    # -- sampling conventions ------------------------------------------------------------------------
+    def time_grid(self, steps: int) -> Tensor:
+        """``steps + 1`` increasing times from 0 to 1 from the registered grid ``self.grid``."""
+        check_steps(steps)
+        from diffflow_core.plugins import registry
+
+        params = {k: v for k, v in self.grid.items() if k != "name"}
+        times = torch.as_tensor(registry("grids").get(self.grid["name"])(steps, **params), dtype=torch.float32)
+        if times.shape != (steps + 1,) or not bool((times[1:] > times[:-1]).all()) \
+                or abs(float(times[0])) > 1e-6 or abs(float(times[-1]) - 1) > 1e-6:
+            raise ConfigError(f"grid: {self.grid['name']!r} must give {steps + 1} increasing times from 0 to 1, "
+                              f"got {times.tolist()[:4]}...")
+        return times
+
+    @torch.no_grad()
+    def simulate(self, x0: Tensor, k: Tensor, steps: int) -> Tensor:
+        """``z_k`` per particle: ``k[i]`` uniform Euler steps of size ``1/steps`` from ``x0[i]`` (Algorithm 3 step 2).
+
+        Particles do not interact, so each one is only advanced until its own ``k``: particles are sorted by
+        ``k`` (descending) and step ``j`` moves the prefix with ``k > j``, about half the work of simulating
+        every particle for ``steps - 1`` steps.
+        """
+        if k.shape != x0.shape[:1]:
+            raise ConfigError(f"k: expected one step count per particle, shape {tuple(x0.shape[:1])}, got {tuple(k.shape)}")
+        order = torch.argsort(k, descending=True)
+        counts = k[order]
+        x = x0[order].clone()
+        dt = 1.0 / steps
+        active = x.shape[0]
+        with frozen(self):
+            for j in range(int(counts[0]) if counts.numel() else 0):
+                while active and int(counts[active - 1]) <= j:
+                    active -= 1
+                x[:active] += dt * self.drift(x[:active], torch.tensor(j * dt, dtype=x.dtype, device=x.device))
+        out = torch.empty_like(x)
+        out[order] = x
+        return out

@@ -1,0 +1,81 @@
+"""GAN losses as ``(a, b, c)`` triples (SPEC §2.4, eqs 15-16).
+
+The discriminator maximises ``E_p[a(f(y))] - E_rho[b(f(x))]`` (eq 15); the generator, or the particles,
+descend ``c(f(x))`` (eq 16), i.e. they follow ``grad h`` with ``h = -c o f``. At the optimum of the vanilla
+discriminator ``f = log(p / rho)`` and, with ``D = sigmoid(f)``:
+
+* ``vanilla`` (saturating, G minimises ``log(1 - D)``): ``c(u) = -softplus(u)``, ``grad h = D grad f``;
+* ``non-saturating`` (G maximises ``log D``):         ``c(u) = softplus(-u)``, ``grad h = (1 - D) grad f``;
+* ``wgan`` (IPM) and ``hinge``:                        ``c(u) = -u``,           ``grad h = grad f``.
+
+Every loss keeps the convention "high on real data" (S1 writes the IPM critic with the opposite sign).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from diffflow_core.errors import ConfigError, did_you_mean
+
+__all__ = ["GanLoss", "LOSSES", "get_loss", "gradient_penalty"]
+
+Fn = Callable[[Tensor], Tensor]
+
+
+@attrs.frozen
+class GanLoss:
+    """One row of the SPEC §2.4 table: ``a`` scores real data, ``b`` generated data, ``c`` is the generator loss."""
+
+    name: str
+    a: Fn
+    b: Fn
+    c: Fn
+
+    def discriminator_loss(self, real: Tensor, fake: Tensor) -> Tensor:
+        """``E[b(f(fake))] - E[a(f(real))]``: the negated objective of eq 15, minimised by the discriminator."""
+        return self.b(fake).mean() - self.a(real).mean()
+
+    def potential(self, logits: Tensor) -> Tensor:
+        """``h = -c(f)`` (eq 16): the particles ascend it."""
+        return -self.c(logits)
+
+
+def _identity(u: Tensor) -> Tensor:
+    return u
+
+
+def _neg(u: Tensor) -> Tensor:
+    return -u
+
+
+LOSSES: dict[str, GanLoss] = {
+    "vanilla": GanLoss("vanilla", F.logsigmoid, F.softplus, lambda u: -F.softplus(u)),
+    "non-saturating": GanLoss("non-saturating", F.logsigmoid, F.softplus, lambda u: F.softplus(-u)),
+    "wgan": GanLoss("wgan", _identity, _identity, _neg),
+    "hinge": GanLoss("hinge", lambda u: -F.relu(1 - u), lambda u: F.relu(1 + u), _neg),
+}
+
+
+def get_loss(name: str | GanLoss) -> GanLoss:
+    """The loss named ``name`` (a :class:`GanLoss` is returned as is)."""
+    if isinstance(name, GanLoss):
+        return name
+    if name not in LOSSES:
+        raise ConfigError(f"loss: unknown GAN loss {name!r}{did_you_mean(str(name), LOSSES)}; "
+                          f"expected one of {', '.join(LOSSES)}")
+    return LOSSES[name]
+
+
+def gradient_penalty(logit: Callable[[Tensor, Tensor | None], Tensor], real: Tensor, fake: Tensor,
+                     t: Tensor | None, generator: torch.Generator | None, center: float = 0.0) -> Tensor:
+    """``E[(||grad_x f(x_hat, t)|| - c0)^2]`` at ``x_hat = alpha real + (1 - alpha) fake``, ``alpha ~ U(0, 1)``
+    per sample (SPEC §2.8 step 4; WGAN-GP has ``c0 = 1``, GPM's Discriminator Flows ``c0 = 0``)."""
+    shape = (real.shape[0],) + (1,) * (real.ndim - 1)
+    alpha = torch.rand(shape, generator=generator, dtype=real.dtype).to(real.device)
+    x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+    (grad,) = torch.autograd.grad(logit(x_hat, t).sum(), x_hat, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - center).pow(2).mean()

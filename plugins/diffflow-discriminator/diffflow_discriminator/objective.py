@@ -1,0 +1,105 @@
+"""Objective ``gan``: the discriminator of eq 15 against generator samples (GAN) or simulated particles
+(Discriminator Flow, Algorithm 3), and the generator as the Int-PM of SPEC §2.3.
+
+The players depend on the model's smoother:
+
+* ``generator`` smoother (a GAN): the discriminator sees ``g(z)``; the generator's loss *is* the smoother's
+  surrogate ``-E<stopgrad(v(g(z))), g(z)>`` with ``v`` the discriminator drift, so its gradient is
+  ``-E[J^T v]`` (eq 11) and an SGD step moves the particles by ``lr * A[v]`` (eq 13);
+* ``identity`` smoother (a Discriminator Flow): each step simulates the current flow from ``N(0, I)``, draws
+  ``k ~ U{0..N-1}`` per sample and trains on data versus ``z_k`` at ``t = k/N`` (+ gradient penalty).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from diffflow_core.errors import ConfigError
+from diffflow_core.interfaces import Batch, Objective, Player
+from diffflow_core.smoothers import GeneratorSmoother, IdentitySmoother
+from diffflow_discriminator.flow import DiscriminatorFlow
+from diffflow_discriminator.losses import gradient_penalty
+
+__all__ = ["GanObjective"]
+
+
+def _check_betas(field: str, betas) -> tuple[float, float]:
+    betas = tuple(betas)
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise ConfigError(f"{field}: expected two Adam betas in [0, 1), got {betas!r}")
+    return betas
+
+
+class GanObjective(Objective):
+    """Discriminator loss ``E[b(f(fake))] - E[a(f(real))] + gp_weight * GP`` and, for a GAN, the generator.
+
+    ``d_steps`` discriminator steps per iteration; ``gp_weight`` and ``gp_center`` (c0) set the gradient
+    penalty; ``flow_steps`` is N, the number of simulation steps of a Discriminator Flow; ``lr``/``betas`` and
+    ``generator_lr``/``generator_betas`` the players' Adam settings (GPM: 2e-4, (0.5, 0.999)).
+    """
+
+    def __init__(self, flow: DiscriminatorFlow, d_steps: int = 1, gp_weight: float = 0.0, gp_center: float = 0.0,
+                 flow_steps: int = 56, lr: float | None = 2e-4, betas=(0.5, 0.999), generator_lr: float | None = 2e-4,
+                 generator_betas=(0.5, 0.999)) -> None:
+        if not hasattr(flow, "logit") or not hasattr(flow, "loss"):
+            raise ConfigError(f"flow: objective 'gan' needs a discriminator flow (with logit and loss), "
+                              f"got {type(flow).__name__}")
+        for field, value in (("d_steps", d_steps), ("flow_steps", flow_steps)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{field}: expected a positive integer, got {value!r}")
+        if not gp_weight >= 0:
+            raise ConfigError(f"gp_weight: expected a number >= 0, got {gp_weight!r}")
+        self.flow, self.d_steps, self.flow_steps = flow, d_steps, flow_steps
+        self.gp_weight, self.gp_center = float(gp_weight), float(gp_center)
+        self.lr, self.betas = lr, _check_betas("betas", betas)
+        self.generator_lr, self.generator_betas = generator_lr, _check_betas("generator_betas", generator_betas)
+
+    # -- losses --------------------------------------------------------------------------------------
+    def discriminator_loss(self, real: Tensor, fake: Tensor, t: Tensor | None,
+                           generator: torch.Generator | None) -> Tensor:
+        """Negated eq 15 plus the gradient penalty, with real and fake evaluated at the same times ``t``."""
+        flow = self.flow
+        loss = flow.loss.discriminator_loss(flow.logit(real, t), flow.logit(fake.detach(), t))
+        if self.gp_weight:
+            loss = loss + self.gp_weight * gradient_penalty(flow.logit, real, fake, t, generator, self.gp_center)
+        return loss
+
+    def simulated_particles(self, n: int, generator: torch.Generator | None, device) -> tuple[Tensor, Tensor]:
+        """Algorithm 3 steps 2-3: ``z_k`` and ``t = k/N`` with ``k ~ U{0..N-1}`` per particle."""
+        k = torch.randint(0, self.flow_steps, (n,), generator=generator).to(device)
+        x0 = self.flow.prior(n, generator=generator, device=device)
+        return self.flow.simulate(x0, k, self.flow_steps), k.to(x0.dtype) / self.flow_steps
+
+    def flow_loss(self, batch: Batch, generator: torch.Generator | None) -> Tensor:
+        """Algorithm 3: data versus simulated particles at the same per-sample time."""
+        fake, t = self.simulated_particles(len(batch), generator, batch.x.device)
+        return self.discriminator_loss(batch.x, fake, t, generator)
+
+    # -- players -------------------------------------------------------------------------------------
+    def players(self, model) -> list[Player]:
+        smoother, flow = model.smoother, self.flow
+        d_params = [p for p in flow.parameters() if p.requires_grad]
+        if isinstance(smoother, GeneratorSmoother):
+            if flow.time_conditioned:
+                raise ConfigError("flow.time_conditioned: a GAN's discriminator has no time input; "
+                                  "set time_conditioned = false (or use the identity smoother for a Discriminator Flow)")
+            t0 = torch.zeros(())
+
+            def d_loss(batch: Batch, generator):
+                with torch.no_grad():
+                    fake = smoother.sample(len(batch), generator)
+                return self.discriminator_loss(batch.x, fake, None, generator)
+
+            def g_loss(batch: Batch, generator):
+                return smoother.surrogate_loss(flow, smoother.sample_latent(len(batch), generator), t0)
+
+            g_params = [p for p in smoother.parameters() if p.requires_grad]
+            return [Player("discriminator", d_params, d_loss, lr=self.lr, betas=self.betas, repeats=self.d_steps),
+                    Player("generator", g_params, g_loss, lr=self.generator_lr, betas=self.generator_betas)]
+        if isinstance(smoother, IdentitySmoother):
+            if not flow.time_conditioned:
+                raise ConfigError("flow.time_conditioned: a Discriminator Flow needs a time-conditioned discriminator")
+            return [Player("discriminator", d_params, self.flow_loss, lr=self.lr, betas=self.betas,
+                           repeats=self.d_steps)]
+        raise ConfigError(f"smoother: objective 'gan' works with 'generator' (GAN) or 'identity' "
+                          f"(Discriminator Flow), got {type(smoother).__name__}")

@@ -1,0 +1,23 @@
+"""Hook implementations (cheap to import: targets are lazy strings)."""
+from diffflow_core import hookimpl
+
+
+@hookimpl
+def register_flows(register):
+    register("discriminator", "diffflow_discriminator.flow:DiscriminatorFlow",
+             "Particles ascend h = -c(f(x, t)) of a learned discriminator (GAN / Discriminator Flow, SPEC §2.4, §2.8)")
+
+
+@hookimpl
+def register_objectives(register):
+    register("gan", "diffflow_discriminator.objective:GanObjective",
+             "GAN discriminator (vanilla / non-saturating / wgan / hinge, GP) vs generator or simulated particles")
+
+
+@hookimpl
+def register_presets(register):
+    register("gan", "diffflow_discriminator.presets:GAN", "GAN (non-saturating) = discriminator flow + generator smoother")
+    register("wgan-gp", "diffflow_discriminator.presets:WGAN_GP", "WGAN with gradient penalty, generator smoother")
+    register("hinge-gan", "diffflow_discriminator.presets:HINGE_GAN", "Hinge GAN, generator smoother")
+    register("discriminator-flow", "diffflow_discriminator.presets:DISCRIMINATOR_FLOW",
+             "Discriminator Flow: time-conditioned discriminator, free particles, Euler (GPM Alg. 3)")

@@ -1,0 +1,36 @@
+"""Presets of the discriminator family (SPEC §2.10 settings where the toy budget allows)."""
+from __future__ import annotations
+
+_MLP = {"name": "mlp", "hidden": 512, "depth": 4, "activation": "leaky_relu"}
+_ADAM = {"lr": 2e-4, "betas": [0.5, 0.999]}
+
+
+def _gan(loss: str, summary: str, **objective) -> dict:
+    return {
+        "summary": summary,
+        "flow": {"name": "discriminator", "loss": loss, "time_conditioned": False, "network": dict(_MLP)},
+        "objective": {"name": "gan", **objective},
+        "smoother": {"name": "generator", "latent_dim": 128, "network": dict(_MLP)},
+        "solver": "euler",
+        "data": "ring5",
+        "train": {"steps": 1900, "batch_size": 128, **_ADAM},
+        "sample": {"steps": 1, "n": 2000},
+    }
+
+
+GAN = _gan("non-saturating", "GAN (non-saturating loss) as an Int-PM: discriminator drift through the generator NTK")
+WGAN_GP = _gan("wgan", "WGAN-GP: IPM critic with gradient penalty (c0 = 1, weight 10)", d_steps=5, gp_weight=10.0,
+               gp_center=1.0)
+HINGE_GAN = _gan("hinge", "Hinge-loss GAN as an Int-PM")
+
+DISCRIMINATOR_FLOW = {
+    "summary": "Discriminator Flow (GPM Algorithm 3): one time-conditioned discriminator drives free particles",
+    "flow": {"name": "discriminator", "loss": "non-saturating", "eta": 20.0, "time_conditioned": True,
+             "network": dict(_MLP)},
+    "objective": {"name": "gan", "flow_steps": 56},
+    "smoother": "identity",
+    "solver": "euler",
+    "data": "ring5",
+    "train": {"steps": 4000, "batch_size": 128, **_ADAM},
+    "sample": {"steps": 56, "n": 2000},
+}
