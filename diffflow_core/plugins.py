@@ -104,7 +104,10 @@ class PluginManager:
     def _entry_points(self) -> list[metadata.EntryPoint]:
         seen: dict[str, metadata.EntryPoint] = {}
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-            seen.setdefault(ep.name, ep)  # the first distribution on sys.path wins, like imports
+            first = seen.setdefault(ep.name, ep)  # the first distribution on sys.path wins, like imports
+            if first is not ep and _dist_name(first) != _dist_name(ep):
+                warnings.warn(f"diffflow plugin name '{ep.name}' is declared by {_dist_name(first)} and "
+                              f"{_dist_name(ep)}; loading the first on sys.path ({_dist_name(first)})", stacklevel=4)
         return sorted(seen.values(), key=lambda ep: ep.name)
 
     def _load_entry_point(self, ep: metadata.EntryPoint) -> None:
@@ -157,15 +160,30 @@ class PluginManager:
         conflicts = []
         for entry in staged:
             try:
-                self.registries[entry.kind].add(entry)
+                displaced = self.registries[entry.kind].add(entry)
                 info.components += 1
             except ConflictError as exc:
                 conflicts.append(str(exc))
+                continue
+            for other in displaced:
+                self._report_displaced(other, entry)
         if conflicts:
             info.error = "; ".join(conflicts)
             warnings.warn(f"diffflow plugin '{name}': {info.error}", stacklevel=3)
             if os.environ.get("DIFFFLOW_STRICT_PLUGINS") == "1":
                 raise PluginError(f"plugin '{name}': {info.error}")
+
+    def _report_displaced(self, displaced: Entry, by: Entry) -> None:
+        """A protected component loaded after a third-party one of the same name replaced it: say so."""
+        message = (f"{displaced.kind} '{displaced.name}' is provided by built-in plugin '{by.plugin}' "
+                   f"({by.distribution} {by.version}); this plugin's registration was dropped")
+        info = self.plugins.get(displaced.plugin)
+        if info is not None:
+            info.error = f"{info.error}; {message}" if info.error else message
+            info.components -= 1
+        warnings.warn(f"diffflow plugin '{displaced.plugin}': {message}", stacklevel=4)
+        if os.environ.get("DIFFFLOW_STRICT_PLUGINS") == "1":
+            raise PluginError(f"plugin '{displaced.plugin}': {message}")
 
     def _fail(self, info: PluginInfo, exc: BaseException, what: str) -> None:
         info.status = "failed"
@@ -194,6 +212,10 @@ class PluginManager:
         self.load()
         self._add_plugin(name, module, "(programmatic)", "-", protected=False)
         return self.plugins[name]
+
+
+def _dist_name(ep: metadata.EntryPoint) -> str:
+    return ep.dist.name if ep.dist is not None else "?"
 
 
 def _normalise(dist: str) -> str:

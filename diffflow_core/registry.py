@@ -51,24 +51,28 @@ class Registry:
         self._failed_plugins = failed_plugins
 
     # -- filling -------------------------------------------------------------------------------------
-    def add(self, entry: Entry) -> None:
-        """Add ``entry``; a protected name is never shadowed, and two unprotected providers make it ambiguous."""
+    def add(self, entry: Entry) -> list[Entry]:
+        """Add ``entry``; a protected name is never shadowed, and two unprotected providers make it ambiguous.
+
+        Returns the unprotected entries a protected one displaced, so the caller can report them.
+        """
         existing = self._entries.get(entry.name)
         if existing is None and entry.name not in self._ambiguous:
             self._entries[entry.name] = entry
-            return
+            return []
         if existing is not None and existing.protected:
             raise ConflictError(
                 f"{self.kind} '{entry.name}' is provided by built-in plugin '{existing.plugin}' "
                 f"({existing.distribution} {existing.version}); plugin '{entry.plugin}' "
                 f"({entry.distribution} {entry.version}) may not shadow it: choose another name")
-        if entry.protected and existing is not None:
-            self._ambiguous.pop(entry.name, None)
+        if entry.protected:
+            displaced = [existing] if existing is not None else self._ambiguous.pop(entry.name)
             self._entries[entry.name] = entry
-            return
+            return displaced
         providers = self._ambiguous.setdefault(entry.name, [existing] if existing else [])
         providers.append(entry)
         self._entries.pop(entry.name, None)
+        return []
 
     def remove_plugin(self, plugin: str) -> None:
         """Forget everything ``plugin`` registered (used when programmatic registrations are undone)."""

@@ -204,6 +204,33 @@ def test_a_builtin_is_never_shadowed(fresh_plugins, fake_dist, monkeypatch):
     assert "may not shadow it" in info.error and "shadow" in info.error
 
 
+def test_a_first_party_name_taken_earlier_by_a_third_party_is_reclaimed_loudly(fresh_plugins, fake_dist,
+                                                                               monkeypatch):
+    """Plugins load sorted by name: 'aaa' registers 'heun' before the first-party 'solvers' does."""
+    fake_dist("aaa", """
+        from diffflow_core import hookimpl
+
+        @hookimpl
+        def register_solvers(register):
+            register("heun", "os:getcwd")
+        """)
+    only(monkeypatch, "aaa", "solvers")
+    with pytest.warns(UserWarning, match="plugin 'aaa': solvers 'heun' is provided by .* 'solvers'.*dropped"):
+        solvers = fresh_plugins.registry("solvers")
+    assert solvers.entry("heun").distribution == "diffflow-solvers"
+    info = fresh_plugins.manager().plugins["aaa"]
+    assert info.components == 0 and "dropped" in info.error
+
+
+def test_one_plugin_name_from_two_distributions_warns(fresh_plugins, fake_dist, monkeypatch):
+    fake_dist("twin", GOOD, impl=GOOD_IMPL, dist="diffflow-twin-one")
+    fake_dist("twin", GOOD, impl=GOOD_IMPL, dist="diffflow-twin-two")  # prepended: first on sys.path
+    only(monkeypatch, "twin")
+    with pytest.warns(UserWarning, match="'twin' is declared by diffflow-twin-two and diffflow-twin-one"):
+        fresh_plugins.registry("flows")
+    assert fresh_plugins.manager().plugins["twin"].distribution == "diffflow-twin-two"
+
+
 @pytest.mark.parametrize("case", ["import", "hook", "shadow"])
 def test_strict_mode_makes_plugin_failures_fatal(fresh_plugins, fake_dist, monkeypatch, case):
     source = {"import": "raise ImportError('cannot import this')\n",
