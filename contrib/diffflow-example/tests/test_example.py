@@ -32,6 +32,18 @@ def test_listed_active_and_usable_by_name(fresh_plugins, monkeypatch):
     assert torch.allclose(x, flow.mean(0.0, 1.0).expand_as(x), rtol=1e-4)
 
 
+def test_hooks_register_by_name(fresh_plugins, monkeypatch):
+    """The hooks module works without installing the distribution (the pattern docs/plugins.md shows)."""
+    import diffflow_example.plugin as hooks
+
+    monkeypatch.setenv("DIFFFLOW_LOAD_PLUGINS", "solvers")  # keep an installed copy out (else: ambiguous)
+    info = fresh_plugins.register_plugin(hooks, "example-under-test")
+    assert info.status == "active" and info.components == 2
+    flow = fresh_plugins.registry("flows").create("ornstein-uhlenbeck", theta=2.0)
+    assert isinstance(flow, OrnsteinUhlenbeck) and flow.theta == 2.0
+    assert isinstance(fresh_plugins.registry("solvers").create("midpoint"), Midpoint)
+
+
 def test_midpoint_is_second_order_on_linear_decay():
     order = testing.fitted_order(Midpoint(), testing.decay_problem(), (16, 32, 64, 128))
     assert abs(order - 2) < 0.25, order
