@@ -123,10 +123,11 @@ def snapshots(trajectory, path, times: Sequence[float] | Tensor | None = None, f
         if flow is not None and arrows > 0:
             v = _drift(flow, x, t)
             idx = torch.linspace(0, x.shape[0] - 1, min(arrows, x.shape[0])).long()
-            longest = v[idx].norm(dim=1).max().item() or 1.0
-            scale = longest / (0.12 * (xlim[1] - xlim[0]))  # the longest arrow spans 12% of the panel
-            ax.quiver(x[idx, 0], x[idx, 1], v[idx, 0], v[idx, 1], color="tab:red", angles="xy",
-                      scale_units="xy", scale=scale, width=0.005)
+            longest = v[idx].norm(dim=1).max().item()
+            if longest > 0:
+                scale = longest / (0.12 * (xlim[1] - xlim[0]))  # the longest arrow spans 12% of the panel
+                ax.quiver(x[idx, 0], x[idx, 1], v[idx, 0], v[idx, 1], color="tab:red", angles="xy",
+                          scale_units="xy", scale=scale, width=0.005)
             label += f", max|v| = {longest:.2g}"
         ax.set_title(label, fontsize=9)
         ax.set_xlim(*xlim)

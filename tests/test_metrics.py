@@ -34,6 +34,8 @@ def test_w2_ratio_separates_perfect_from_broken_samplers():
     assert perfect.floor_std > 0 and len(perfect.floor_values) == 3
     wide = w2_ratio(lambda n, s: 1.3 * data.sample(n, torch.Generator().manual_seed(s)), data, n=400, seeds=3)
     assert wide.ratio > 1.5 * perfect.ratio
+    assert wide.floor_values == perfect.floor_values  # one fixed floor: every model meets the same references
+    assert 0 < perfect.ratio_stderr < 0.5 * perfect.ratio
     # a list of arrays gives the same numbers as the sampler that produced them
     listed = w2_ratio([data.sample(400, torch.Generator().manual_seed(s)) for s in range(3)], data, n=400)
     assert listed.w2_values == perfect.w2_values
