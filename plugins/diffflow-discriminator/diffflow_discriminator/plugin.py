@@ -6,12 +6,16 @@ from diffflow_core import hookimpl
 def register_flows(register):
     register("discriminator", "diffflow_discriminator.flow:DiscriminatorFlow",
              "Particles ascend h = -c(f(x, t)) of a learned discriminator (GAN / Discriminator Flow, SPEC §2.4, §2.8)")
+    register("score-gan", "diffflow_discriminator.score_gan:ScoreGanFlow",
+             "Score GAN drift: smoothed KL on noised laws from data and generated EDM denoisers (SPEC §2.7)")
 
 
 @hookimpl
 def register_objectives(register):
     register("gan", "diffflow_discriminator.objective:GanObjective",
              "GAN discriminator (vanilla / non-saturating / wgan / hinge, GP) vs generator or simulated particles")
+    register("generated-dsm", "diffflow_discriminator.score_gan:GeneratedDSM",
+             "Score GAN: DSM of the generated-data denoiser between generator steps (SPEC §2.7)")
 
 
 @hookimpl
@@ -21,3 +25,5 @@ def register_presets(register):
     register("hinge-gan", "diffflow_discriminator.presets:HINGE_GAN", "Hinge GAN, generator smoother")
     register("discriminator-flow", "diffflow_discriminator.presets:DISCRIMINATOR_FLOW",
              "Discriminator Flow: time-conditioned discriminator, free particles, Euler (GPM Alg. 3)")
+    register("score-gan", "diffflow_discriminator.presets:SCORE_GAN",
+             "Score GAN: generator smoother driven by data/generated EDM scores (eqs 19, 25-28)")

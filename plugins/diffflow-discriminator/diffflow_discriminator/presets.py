@@ -34,3 +34,14 @@ DISCRIMINATOR_FLOW = {
     "train": {"steps": 4000, "batch_size": 128, **_ADAM},
     "sample": {"steps": 56, "n": 2000},
 }
+
+SCORE_GAN = {
+    "summary": "Score GAN: a generator driven by the smoothed KL of noised laws (data score trained first)",
+    "flow": {"name": "score-gan", "sigma_min": 0.1, "sigma_max": 10.0, "rho": 3.0, "data_steps": 4000},
+    "objective": {"name": "generated-dsm", "score_steps": 10},
+    "smoother": {"name": "generator", "latent_dim": 128, "network": dict(_MLP)},
+    "solver": "euler",
+    "data": "ring5",
+    "train": {"steps": 31500, "batch_size": 128, **_ADAM},
+    "sample": {"steps": 1, "n": 2000},
+}

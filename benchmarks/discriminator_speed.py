@@ -1,0 +1,122 @@
+"""Time per training iteration of the discriminator family against a reference loop, in the same run.
+
+    .venv/bin/python benchmarks/discriminator_speed.py [--iters-flow 4] [--iters-gan 40] [--repeats 2]
+
+The reference loops restate GPM's public implementation (S1) with the same networks (MLP 4x512 leaky ReLU,
+Fourier time features, batch 128): a Discriminator Flow iteration simulates all particles for N - 1 = 55 steps
+with ``autograd.grad`` on a discriminator whose weights require grad, keeps every state, gathers ``z_k`` and
+takes one Adam step; a GAN iteration is one discriminator and one generator step on the non-saturating loss.
+Ours is the ``Trainer`` running the presets' players. Reference and ours alternate ``--repeats`` times (the
+machine is shared) and the medians are compared. Writes ``benchmarks/results/discriminator_speed.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from diffflow_core.build import build
+from diffflow_core.training import Trainer
+
+BATCH, N = 128, 56
+
+
+def reference_flow_iteration(model, data, opt, generator) -> None:
+    """GPM Algorithm 3 as S1 writes it: full simulation, every state kept, then gather z_k."""
+    flow = model.flow
+    real = data[torch.randint(0, data.shape[0], (BATCH,), generator=generator)]
+    x = torch.randn(BATCH, 2, generator=generator)
+    states = [x]
+    for j in range(N - 1):
+        xg = x.detach().requires_grad_(True)
+        h = -F.softplus(-flow.net(xg, torch.full((BATCH,), j / N)).squeeze(1))
+        (grad,) = torch.autograd.grad(h.sum(), xg)
+        x = x + flow.eta / N * grad
+        states.append(x.detach())
+    k = torch.randint(0, N, (BATCH,), generator=generator)
+    fake = torch.stack(states)[k, torch.arange(BATCH)]
+    t = k.float() / N
+    loss = F.softplus(flow.net(fake, t)).mean() + F.softplus(-flow.net(real, t)).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def reference_gan_iteration(model, data, opts, generator) -> None:
+    d, g = model.flow.net, model.smoother.net
+    real = data[torch.randint(0, data.shape[0], (BATCH,), generator=generator)]
+    fake = g(torch.randn(BATCH, 128, generator=generator))
+    loss_d = F.softplus(d(fake.detach())).mean() + F.softplus(-d(real)).mean()
+    opts[0].zero_grad()
+    loss_d.backward()
+    opts[0].step()
+    loss_g = F.softplus(-d(g(torch.randn(BATCH, 128, generator=generator)))).mean()
+    opts[1].zero_grad()
+    loss_g.backward()
+    opts[1].step()
+
+
+def time_reference(step, iters: int) -> float:
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    return (time.perf_counter() - start) / iters
+
+
+def time_ours(model, iters: int) -> float:
+    trainer = Trainer(model, steps=iters, progress=False, log_every=10_000)
+    start = time.perf_counter()
+    trainer.fit(model.data)
+    return (time.perf_counter() - start) / iters
+
+
+def compare(name: str, preset: str, iters: int, repeats: int, reference_for) -> dict:
+    model = build(preset=preset)
+    data = model.data.train
+    generator = torch.Generator().manual_seed(0)
+    reference_step = reference_for(model, data, generator)
+    refs, ours = [], []
+    reference_step()  # warm-up
+    for _ in range(repeats):
+        refs.append(time_reference(reference_step, iters))
+        ours.append(time_ours(model, iters))
+    ref, our = statistics.median(refs), statistics.median(ours)
+    print(f"{name}: reference {ref * 1e3:.1f} ms/it, ours {our * 1e3:.1f} ms/it, ratio {our / ref:.3f}", flush=True)
+    return {"reference_ms": ref * 1e3, "ours_ms": our * 1e3, "ratio": our / ref, "iters": iters,
+            "repeats": repeats, "reference_all_ms": [r * 1e3 for r in refs], "ours_all_ms": [o * 1e3 for o in ours]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iters-flow", type=int, default=4)
+    parser.add_argument("--iters-gan", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    def flow_ref(model, data, generator):
+        opt = torch.optim.Adam(model.flow.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        return lambda: reference_flow_iteration(model, data, opt, generator)
+
+    def gan_ref(model, data, generator):
+        opts = [torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999)) for m in (model.flow, model.smoother)]
+        return lambda: reference_gan_iteration(model, data, opts, generator)
+
+    results = {"threads": args.threads,
+               "gan": compare("GAN", "gan", args.iters_gan, args.repeats, gan_ref),
+               "discriminator-flow": compare("Discriminator Flow", "discriminator-flow", args.iters_flow,
+                                             args.repeats, flow_ref)}
+    path = Path(__file__).parent / "results" / "discriminator_speed.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Score GAN (SPEC §2.7): a generator driven by the smoothed-KL flow on noised laws, no discriminator.
+
+The particle target (eq 19) is ``grad h(x) = E_{sigma, eps}[sigma (w_d s_{p_sigma} - w_g s_{rho_sigma})(x + sigma eps)]``
+with ``sigma`` drawn by eq 28. Both scores are EDM denoisers of the ``score`` flow (``diffflow-score``): the data
+one ``D_p`` frozen (loaded from a checkpoint or trained first, on the data, by the ``edm`` preset), the
+generated one ``D_rho`` trained by ``generated-dsm`` on detached generator samples between generator steps.
+With ``sigma s = (D - x_tilde)/sigma`` (eq 26) the single-draw drift is
+``v = (w_d D_p(x_tilde) - w_g D_rho(x_tilde) + (w_g - w_d) x_tilde) / sigma``, and the generator smoother's
+surrogate ``-<stopgrad(v), g(z)>`` has the gradient of eq 27, ``-E[J^T v]``.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from diffflow_core.errors import ConfigError
+from diffflow_core.interfaces import Batch, Flow, Objective, Player
+from diffflow_core.smoothers import GeneratorSmoother
+
+__all__ = ["ScoreGanFlow", "GeneratedDSM", "noise_levels"]
+
+_MLP = {"name": "mlp", "hidden": 512, "depth": 4, "embedding_dim": 128, "fourier_scale": 2.0}
+
+
+def noise_levels(u: Tensor, sigma_min: float, sigma_max: float, rho: float) -> Tensor:
+    """Eq 28: ``sigma = (smax^(1/rho) + u (smin^(1/rho) - smax^(1/rho)))^rho``, decreasing in ``u`` in [0, 1]."""
+    return (sigma_max ** (1 / rho) + u * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+
+
+def _edm_flow(network: Any, event_shape: tuple[int, ...]) -> nn.Module:
+    from diffflow_core.plugins import registry
+
+    return registry("flows").create("score", parameterisation="edm", network=network, event_shape=event_shape)
+
+
+class ScoreGanFlow(Flow):
+    """The eq-19 drift of a Score GAN: frozen data denoiser ``data_score``, learned ``generated`` denoiser.
+
+    ``data_checkpoint`` is a saved ``score`` model (EDM) to load the data denoiser from; without it the
+    ``generated-dsm`` objective trains one first for ``data_steps`` iterations (``edm`` preset, network
+    ``data_network``). ``sigma_min``/``sigma_max``/``rho`` set eq 28; ``w_d``/``w_g`` weigh the two scores.
+    """
+
+    def __init__(self, event_shape: tuple[int, ...] = (2,), network: Any = _MLP, data_network: Any = _MLP,
+                 data_checkpoint: str | None = None, data_steps: int = 4000, sigma_min: float = 0.1,
+                 sigma_max: float = 10.0, rho: float = 3.0, w_d: float = 1.0, w_g: float = 1.0) -> None:
+        super().__init__()
+        if not 0 < sigma_min < sigma_max:
+            raise ConfigError(f"sigma_min/sigma_max: expected 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        if not rho > 0:
+            raise ConfigError(f"rho: expected a positive number, got {rho!r}")
+        if isinstance(data_steps, bool) or not isinstance(data_steps, int) or data_steps < 0:
+            raise ConfigError(f"data_steps: expected an integer >= 0, got {data_steps!r}")
+        self.event_shape = tuple(event_shape)
+        self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)
+        self.w_d, self.w_g = float(w_d), float(w_g)
+        self.data_steps, self.data_network = data_steps, data_network
+        self.generated = _edm_flow(network, self.event_shape)
+        self.data_ready = data_checkpoint is not None
+        if data_checkpoint is not None:
+            from diffflow_core.model import Model
+
+            self.data_score = Model.load(data_checkpoint).flow
+        else:
+            self.data_score = _edm_flow(data_network, self.event_shape)
+        self.data_score.requires_grad_(False)
+        self._noise: torch.Generator | None = None
+
+    def sample_sigma(self, n: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
+        u = torch.rand(n, generator=generator, dtype=like.dtype).to(like.device)
+        return noise_levels(u, self.sigma_min, self.sigma_max, self.rho)
+
+    @contextlib.contextmanager
+    def noise(self, generator: torch.Generator | None) -> Iterator[None]:
+        """Draw the drift's ``(sigma, eps)`` from ``generator`` inside the block."""
+        previous, self._noise = self._noise, generator
+        try:
+            yield
+        finally:
+            self._noise = previous
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+        """One draw of eq 19's integrand (eq 26), with ``sigma`` by eq 28: ``sigma (w_d s_p - w_g s_rho)(x + sigma eps)``."""
+        sigma = self.sample_sigma(x.shape[0], self._noise, x)
+        s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
+        noisy = x + s * torch.randn(x.shape, generator=self._noise, dtype=x.dtype).to(x.device)
+        denoised_p = self.data_score.denoise(noisy, sigma)
+        denoised_rho = self.generated.denoise(noisy, sigma)
+        return (self.w_d * denoised_p - self.w_g * denoised_rho + (self.w_g - self.w_d) * noisy) / s
+
+
+class GeneratedDSM(Objective):
+    """``generated-dsm``: trains ``D_rho`` on detached generator samples (unweighted DSM, sigma by eq 28), and
+    the generator every ``score_steps`` iterations through the generator smoother's surrogate (eq 27)."""
+
+    def __init__(self, flow: ScoreGanFlow, score_steps: int = 10, lr: float = 2e-4, generator_lr: float = 2e-4,
+                 betas=(0.5, 0.999), score_betas=(0.9, 0.999)) -> None:
+        if not isinstance(flow, ScoreGanFlow):
+            raise ConfigError(f"flow: objective 'generated-dsm' needs the 'score-gan' flow, got {type(flow).__name__}")
+        if isinstance(score_steps, bool) or not isinstance(score_steps, int) or score_steps < 1:
+            raise ConfigError(f"score_steps: expected a positive integer, got {score_steps!r}")
+        self.flow, self.score_steps = flow, score_steps
+        self.lr, self.generator_lr = lr, generator_lr
+        self.betas, self.score_betas = tuple(betas), tuple(score_betas)
+
+    def score_loss(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        """``E || D_rho(x + sigma eps; sigma) - x ||^2`` on generated ``x`` (detached)."""
+        x = x.detach()
+        sigma = self.flow.sample_sigma(x.shape[0], generator, x)
+        s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
+        noisy = x + s * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        return (self.flow.generated.denoise(noisy, sigma) - x).flatten(1).pow(2).sum(1).mean()
+
+    def prepare(self, model) -> None:
+        """Train the data denoiser first (``edm`` preset on the model's data) unless it was loaded."""
+        flow = self.flow
+        if flow.data_ready or flow.data_steps == 0:
+            return
+        from diffflow_core.build import build
+
+        if model.data is None:
+            raise ConfigError("data: a Score GAN without data_checkpoint trains its data score first and needs data")
+        data_model = build(preset="edm", data=model.data, flow={"network": flow.data_network},
+                           train={"steps": flow.data_steps, "progress": False})
+        data_model.fit()
+        flow.data_score.load_state_dict(data_model.flow.state_dict())
+        flow.data_ready = True
+
+    def players(self, model) -> list[Player]:
+        smoother, flow = model.smoother, self.flow
+        if not isinstance(smoother, GeneratorSmoother):
+            raise ConfigError(f"smoother: a Score GAN needs the 'generator' smoother, got {type(smoother).__name__}")
+        self.prepare(model)
+        t0 = torch.zeros(())
+
+        def score_loss(batch: Batch, generator):
+            with torch.no_grad():
+                x = smoother.sample(len(batch), generator)
+            return self.score_loss(x, generator)
+
+        def generator_loss(batch: Batch, generator):
+            z = smoother.sample_latent(len(batch), generator)
+            with flow.noise(generator):
+                return smoother.surrogate_loss(flow, z, t0)
+
+        return [Player("score", [p for p in flow.generated.parameters() if p.requires_grad], score_loss,
+                       lr=self.lr, betas=self.score_betas),
+                Player("generator", [p for p in smoother.parameters() if p.requires_grad], generator_loss,
+                       lr=self.generator_lr, betas=self.betas, every=self.score_steps)]
