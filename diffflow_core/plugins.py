@@ -197,14 +197,18 @@ class PluginManager:
 
     # -- programmatic registration -------------------------------------------------------------------
     def register_object(self, kind: str, name: str, target: Any, summary: str = "", plugin: str = "user") -> Entry:
-        """Register one component without packaging it (notebooks, tests)."""
+        """Register one component without packaging it (notebooks, tests).
+
+        Registering a name again from the same ``plugin`` replaces the earlier object (a re-run notebook cell).
+        """
         self.load()
         if kind not in self.registries:
             raise PluginError(f"kind: unknown component kind {kind!r}; expected one of {', '.join(hookspecs.KINDS)}")
         entry = Entry(kind, name, target, plugin, "(programmatic)", "-", summary or _first_doc_line(target))
+        replaced = self.registries[kind].discard(name, plugin)
         self.registries[kind].add(entry)
         self.plugins.setdefault(plugin, PluginInfo(plugin, "(programmatic)", "-", "active"))
-        self.plugins[plugin].components += 1
+        self.plugins[plugin].components += 0 if replaced else 1
         return entry
 
     def register_plugin(self, module: Any, name: str) -> PluginInfo:

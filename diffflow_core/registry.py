@@ -74,9 +74,13 @@ class Registry:
         self._entries.pop(entry.name, None)
         return []
 
-    def remove_plugin(self, plugin: str) -> None:
-        """Forget everything ``plugin`` registered (used when programmatic registrations are undone)."""
-        self._entries = {k: e for k, e in self._entries.items() if e.plugin != plugin}
+    def discard(self, name: str, plugin: str) -> bool:
+        """Forget ``name`` if ``plugin`` provides it (re-registration replaces); return whether it did."""
+        entry = self._entries.get(name)
+        if entry is None or entry.plugin != plugin:
+            return False
+        del self._entries[name]
+        return True
 
     # -- reading -------------------------------------------------------------------------------------
     def names(self) -> list[str]:

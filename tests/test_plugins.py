@@ -276,6 +276,12 @@ def test_programmatic_registration(fresh_plugins, monkeypatch):
     assert flows.get("local") is Local and entry.summary == "A notebook flow."
     assert (entry.plugin, entry.distribution) == ("user", "(programmatic)")
     assert fresh_plugins.manager().plugins["user"].components == 1
+
+    class Local2(Local):
+        """The same cell, edited and run again."""
+
+    fresh_plugins.register("flows", "local", Local2)  # re-registering from the same plugin replaces
+    assert flows.get("local") is Local2 and fresh_plugins.manager().plugins["user"].components == 1
     with pytest.raises(ConflictError, match="may not shadow"):
         fresh_plugins.register("smoothers", "identity", Local)
     with pytest.raises(PluginError, match="unknown component kind 'flow'"):

@@ -102,3 +102,10 @@ def test_ensure_loaded_runs_before_every_read():
     assert len(calls) >= 5
     assert entry("a", Thing).describe() == {"kind": "solvers", "name": "a", "plugin": "p", "distribution": "dist-p",
                                             "version": "1.0", "summary": ""}
+
+
+def test_discard_only_forgets_the_named_plugins_entry():
+    reg = make()
+    reg.add(entry("x", Thing, plugin="a"))
+    assert not reg.discard("x", "b") and "x" in reg
+    assert reg.discard("x", "a") and "x" not in reg and not reg.discard("x", "a")
