@@ -43,12 +43,22 @@ class DiscriminatorFlow(Flow):
     Discriminator Flow; ``grid`` names a registered time grid on ``[0, 1]`` used for sampling (uniform as in
     GPM, any other increasing grid as an option); ``init_std`` re-initialises linear weights with
     ``N(0, init_std^2)`` (GPM's GAN) and zero biases.
+
+    ``sigma_max > 0`` makes it DiffFlow's GAN row in discriminator-logit form (SPEC §1.2, §1.4, §1.6): the
+    discriminator at time ``t`` separates the particles from the data smoothed by ``sigma(t) = sigma_max (1 - t)``
+    (VE, :meth:`smooth`), so at the optimum ``f = d_t = log q_sigma(t) - log p_t`` and the drift is
+    ``eta D grad d`` (``vanilla``: beta = gamma = D) or ``eta (1 - D) grad d`` (``non-saturating``).
     """
 
     def __init__(self, network: dict[str, Any] | str | nn.Module = DEFAULT_NETWORK, loss: str | GanLoss = "vanilla",
                  eta: float = 1.0, time_conditioned: bool = True, event_shape: tuple[int, ...] = (2,),
-                 grid: str | dict[str, Any] = "uniform", init_std: float | None = None) -> None:
+                 grid: str | dict[str, Any] = "uniform", init_std: float | None = None, sigma_max: float = 0.0) -> None:
         super().__init__()
+        if isinstance(sigma_max, bool) or not isinstance(sigma_max, (int, float)) or sigma_max < 0:
+            raise ConfigError(f"sigma_max: expected a smoothing level >= 0, got {sigma_max!r}")
+        if sigma_max and not time_conditioned:
+            raise ConfigError("sigma_max: data smoothing needs a time-conditioned (noise-conditioned) discriminator")
+        self.sigma_max = float(sigma_max)
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or eta <= 0:
             raise ConfigError(f"eta: expected a positive gradient strength, got {eta!r}")
         if init_std is not None and not init_std > 0:
@@ -84,6 +94,13 @@ class DiscriminatorFlow(Flow):
             h = self.loss.potential(self.logit(x, t))
             (grad,) = torch.autograd.grad(h.sum(), x)
         return self.eta * grad
+
+    def smooth(self, real: Tensor, t: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Data seen by the discriminator at times ``t`` ``[N]``: ``y + sigma(t) eps`` (SPEC §1.6 step a)."""
+        if not self.sigma_max:
+            return real
+        sigma = (self.sigma_max * (1 - t)).reshape(-1, *([1] * (real.ndim - 1)))
+        return real + sigma * torch.randn(real.shape, generator=generator, dtype=real.dtype).to(real.device)
 
     # -- sampling conventions ------------------------------------------------------------------------
     def time_grid(self, steps: int) -> Tensor:

@@ -1,5 +1,6 @@
 """Objective ``gan``: the discriminator of eq 15 against generator samples (GAN) or simulated particles
-(Discriminator Flow, Algorithm 3), and the generator as the Int-PM of SPEC §2.3.
+(Discriminator Flow, Algorithm 3; DiffFlow's GAN rows, SPEC §1.6, when the flow smooths the data), and the
+generator as the Int-PM of SPEC §2.3.
 
 The players depend on the model's smoother:
 
@@ -73,7 +74,7 @@ class GanObjective(Objective):
     def flow_loss(self, batch: Batch, generator: torch.Generator | None) -> Tensor:
         """Algorithm 3: data versus simulated particles at the same per-sample time."""
         fake, t = self.simulated_particles(len(batch), generator, batch.x.device)
-        return self.discriminator_loss(batch.x, fake, t, generator)
+        return self.discriminator_loss(self.flow.smooth(batch.x, t, generator), fake, t, generator)
 
     # -- players -------------------------------------------------------------------------------------
     def players(self, model) -> list[Player]:

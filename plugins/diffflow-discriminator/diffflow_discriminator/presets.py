@@ -45,3 +45,13 @@ SCORE_GAN = {
     "train": {"steps": 31500, "batch_size": 128, **_ADAM},
     "sample": {"steps": 1, "n": 2000},
 }
+
+
+def _diffflow(loss: str, summary: str) -> dict:
+    """DiffFlow's GAN rows with a learned noise-conditioned discriminator (SPEC §1.4, §1.6), VE smoothing."""
+    return {**DISCRIMINATOR_FLOW, "summary": summary,
+            "flow": {**DISCRIMINATOR_FLOW["flow"], "loss": loss, "sigma_max": 1.0}}
+
+
+DIFFFLOW_GAN = _diffflow("vanilla", "DiffFlow GAN row (beta = gamma = D), learned noise-conditioned discriminator")
+DIFFFLOW_NSGAN = _diffflow("non-saturating", "DiffFlow NS-GAN row (beta = gamma = 1 - D), learned discriminator")

@@ -99,3 +99,14 @@ def test_grid_must_cover_unit_interval():
                      "network": {"name": "mlp", "hidden": 8, "depth": 1}})
     with pytest.raises(ConfigError, match="time-conditioned"):
         model.objective.players(model)
+
+
+def test_diffflow_rows_smooth_the_data_by_sigma_of_t():
+    """DiffFlow's GAN rows (SPEC §1.6 step a): at time t the discriminator sees y + sigma_max (1 - t) eps."""
+    f = DiscriminatorFlow(network={"name": "mlp", "hidden": 8, "depth": 1}, sigma_max=2.0)
+    real = torch.zeros(20000, 2, dtype=torch.float64)
+    for t in (0.0, 0.5, 1.0):
+        noisy = f.smooth(real, torch.full((20000,), t, dtype=torch.float64), torch.Generator().manual_seed(0))
+        assert abs(float(noisy.std()) - 2.0 * (1 - t)) < 0.03
+    with pytest.raises(ConfigError, match="sigma_max"):
+        DiscriminatorFlow(network={"name": "mlp", "hidden": 8, "depth": 1}, sigma_max=1.0, time_conditioned=False)
