@@ -26,6 +26,6 @@ SCOREFLOW_TRANSLATE = {
     "objective": {"name": "flow-matching", "label_dropout": 0.15},
     "solver": {"name": "heun"},
     "data": {"name": "digits"},
-    "train": {"steps": 8000, "batch_size": 256, "lr": 1e-3, "ema": 0.999},
+    "train": {"steps": 4000, "batch_size": 256, "lr": 1e-3, "ema": 0.999},
     "sample": {"steps": 10},
 }

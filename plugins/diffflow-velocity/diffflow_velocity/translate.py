@@ -15,6 +15,7 @@ unconditional (null-label) field, or another velocity flow that shares the same 
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import attrs
@@ -40,16 +41,17 @@ class Translation:
 
 
 class _EndField(Flow):
-    """The field of one end point: a flow under a fixed label (guidance 1), or a whole other flow."""
+    """The field of one end point: a flow under a fixed label and guidance weight, or a whole other flow."""
 
-    def __init__(self, flow: VelocityFlow, label: Any) -> None:
+    def __init__(self, flow: VelocityFlow, label: Any, guidance: float) -> None:
         super().__init__()
-        self.flow, self.label = flow, label
+        self.flow, self.label, self.guidance = flow, label, guidance
 
     def drift(self, x: Tensor, t: Tensor) -> Tensor:
         if self.label is None:
             return self.flow.field(x, t)
-        return self.flow.field(x, t, torch.full((x.shape[0],), self.label, dtype=torch.long, device=x.device))
+        labels = torch.full((x.shape[0],), self.label, dtype=torch.long, device=x.device)
+        return self.flow.guided_field(x, t, labels, self.guidance)
 
 
 class _Difference(Flow):
@@ -63,9 +65,9 @@ class _Difference(Flow):
         return self.target.drift(x, t) - self.source.drift(x, t)
 
 
-def _end(flow: VelocityFlow | None, end: Any, name: str) -> _EndField:
+def _end(flow: VelocityFlow | None, end: Any, name: str, guidance: float) -> _EndField:
     if isinstance(end, VelocityFlow):
-        return _EndField(end, None)
+        return _EndField(end, None, guidance)
     if flow is None:
         raise ConfigError(f"{name}: a label needs the conditional flow it belongs to (pass flow=...), got {end!r}")
     if end is not None:
@@ -73,16 +75,17 @@ def _end(flow: VelocityFlow | None, end: Any, name: str) -> _EndField:
             raise ConfigError(f"{name}: labels need a conditional velocity flow, got label {end!r}")
         if isinstance(end, bool) or not isinstance(end, int) or not 0 <= end < flow.num_classes:
             raise ConfigError(f"{name}: expected a class index in [0, {flow.num_classes}), got {end!r}")
-    return _EndField(flow, end)
+    return _EndField(flow, end, guidance)
 
 
 @torch.no_grad()
 def translate(x: Tensor, source: Any, target: Any, *, flow: Any = None, steps: int = 20,
-              solver: str | Solver = "heun", method: str = "shared-latent") -> Translation:
+              solver: str | Solver = "heun", method: str = "shared-latent", guidance: float = 1.0) -> Translation:
     """Translate ``x`` (drawn from the ``source`` law) to the ``target`` law (SPEC §4.3).
 
     ``flow`` is a velocity flow or a Model holding one (needed when the ends are labels); ``steps`` solver
-    steps are spent on each leg, over uniform grids on [0, 1].
+    steps are spent on each leg, over uniform grids on [0, 1]. ``guidance`` applies classifier-free guidance
+    (SPEC §4.4) to labelled ends; each leg is still an ODE, so the cycle ``c1 -> c2 -> c1`` stays invertible.
     """
     from diffflow_core.plugins import registry
 
@@ -92,7 +95,9 @@ def translate(x: Tensor, source: Any, target: Any, *, flow: Any = None, steps: i
     if method not in METHODS:
         raise ConfigError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
     check_steps(steps)
-    src, dst = _end(flow, source, "source"), _end(flow, target, "target")
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
+        raise ConfigError(f"guidance: expected a finite number, got {guidance!r}")
+    src, dst = _end(flow, source, "source", float(guidance)), _end(flow, target, "target", float(guidance))
     solver = registry("solvers").create(solver) if isinstance(solver, str) else solver
     times = torch.linspace(0.0, 1.0, steps + 1, dtype=x.dtype, device=x.device)
     if method == "difference":

@@ -35,6 +35,15 @@ def test_cycle_returns_the_input_up_to_ode_error(two_class_flow):
     assert errors[0] / errors[1] > 3 and errors[1] / errors[2] > 3  # second order: ~4x per halving
 
 
+def test_guided_translation_uses_guided_fields_and_stays_cyclic(two_class_flow):
+    flow, _ = two_class_flow
+    x = MEANS[0] + torch.randn(50, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    plain, guided = translate(x, 0, 1, flow=flow, steps=40), translate(x, 0, 1, flow=flow, steps=40, guidance=2.0)
+    assert not torch.allclose(plain.x, guided.x, atol=1e-3)  # the null label (class 0 here) pushes away
+    back = translate(guided.x, 1, 0, flow=flow, steps=40, guidance=2.0)
+    assert float((back.x - x).norm(dim=1).max()) < 3e-3  # guided fields are stiffer: a larger ODE error
+
+
 def test_difference_form_shifts_means_by_its_documented_integral(gaussian_flow):
     """Equal identity covariances: the difference field is (m2 - m1)(1 - t) / Sigma_t with Sigma_t scalar."""
     flow = gaussian_flow(MEANS, torch.eye(2, dtype=torch.float64).expand(2, 2, 2).clone())
@@ -56,3 +65,5 @@ def test_bad_translation_requests(two_class_flow):
         translate(x, 0, 5, flow=flow)
     with pytest.raises(ConfigError, match="flow"):
         translate(x, 0, 1)
+    with pytest.raises(ConfigError, match="guidance"):
+        translate(x, 0, 1, flow=flow, guidance=float("inf"))
