@@ -5,6 +5,8 @@ pixel range. The train/test split is stratified by label and seeded, so it is th
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 
@@ -35,12 +37,21 @@ class ImageDataset(Dataset):
         return ((x + 1) * (self.pixel_max / 2)).clamp(0, self.pixel_max)
 
 
-def digits(test_size: int = 300, seed: int = 0) -> ImageDataset:
-    """scikit-learn's 1,797 8x8 digits (pixels 0..16), stratified split 1,497 / 300 by default, labels 0-9."""
+@lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The bundled digits file, read once per process (metrics and models load the dataset repeatedly)."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    return ImageDataset(bunch.data, bunch.target, 8, 16.0, test_size, seed, "digits")
+    bunch.data.setflags(write=False)
+    bunch.target.setflags(write=False)
+    return bunch.data, bunch.target
+
+
+def digits(test_size: int = 300, seed: int = 0) -> ImageDataset:
+    """scikit-learn's 1,797 8x8 digits (pixels 0..16), stratified split 1,497 / 300 by default, labels 0-9."""
+    images, labels = _digits_arrays()
+    return ImageDataset(images, labels, 8, 16.0, test_size, seed, "digits")
 
 
 def mnist(test_size: int = 1000, seed: int = 0) -> ImageDataset:
