@@ -7,7 +7,7 @@ label with probability ``label_dropout``, which fits the unconditional field use
 """
 from __future__ import annotations
 
-import math
+import contextlib
 from typing import Any
 
 import attrs
@@ -115,18 +115,10 @@ class _PathObjective(Objective):
         y = None
         if flow.conditional:
             y = torch.randint(0, flow.num_classes, (n,), generator=generator, device=generator.device).to(x1.device)
-        with flow.sampling(label=y) if y is not None else _no_options():
+        with flow.sampling(label=y) if y is not None else contextlib.nullcontext():
             x2 = model._solver(solver).solve(flow, x1, flow.time_grid(steps).to(x1), smoother=model.smoother)
         self.coupling = Coupling(x1, x2, y)
         return self.coupling
-
-
-class _no_options:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 class FlowMatching(_PathObjective):
