@@ -52,7 +52,11 @@ def _trajectory(trajectory) -> Tensor:
 
 
 def _limits(*clouds: Tensor | None, limits=None) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Square axis limits holding the 0.5%-99.5% quantiles of every cloud, with a margin."""
+    """Square axis limits holding the 0.5%-99.5% quantiles of every cloud, with a margin.
+
+    Trajectories are framed by their *final* particles and the data, where the structure is; a wide prior
+    (EDM starts at sigma = 80) would otherwise shrink the result to a dot. Particles outside are clipped.
+    """
     if limits is not None:
         low, high = limits
         return (low, high), (low, high)
@@ -98,7 +102,7 @@ def snapshots(trajectory, path, times: Sequence[float] | Tensor | None = None, f
     time at which ``flow.drift`` is drawn as arrows on ``arrows`` particles. ``data`` (points or a Dataset)
     is drawn faintly; ``background`` maps grid points ``[M, 2]`` to values ``[M]`` (e.g. a density
     ``lambda g: dataset.log_prob(g).exp()`` or a discriminator) and is shown as a shaded map. Arrows are
-    scaled per panel (the longest spans 12% of the panel) and the panel title gives the largest speed.
+    drawn on particles inside the frame, scaled per panel (the longest spans 12% of it); the title gives its speed.
     """
     traj = _trajectory(trajectory)
     steps = traj.shape[0]
@@ -107,7 +111,7 @@ def snapshots(trajectory, path, times: Sequence[float] | Tensor | None = None, f
     if isinstance(panels, bool) or not isinstance(panels, int) or panels < 1:
         raise ConfigError(f"panels: expected an integer >= 1, got {panels!r}")
     reference = None if data is None else _points(getattr(data, "train", data)[:5000], "data")
-    xlim, ylim = _limits(traj[0], traj[-1], reference, limits=limits)
+    xlim, ylim = _limits(traj[-1], reference, limits=limits)
     chosen = np.unique(np.linspace(0, steps - 1, min(panels, steps)).round().astype(int))
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(chosen), figsize=(3 * len(chosen), 3.1), squeeze=False)
@@ -122,8 +126,10 @@ def snapshots(trajectory, path, times: Sequence[float] | Tensor | None = None, f
         label = f"t = {t:.3g}" if times is not None else f"step {k}"
         if flow is not None and arrows > 0:
             v = _drift(flow, x, t)
-            idx = torch.linspace(0, x.shape[0] - 1, min(arrows, x.shape[0])).long()
-            longest = v[idx].norm(dim=1).max().item()
+            shown = torch.nonzero((x[:, 0] > xlim[0]) & (x[:, 0] < xlim[1]) & (x[:, 1] > ylim[0])
+                                  & (x[:, 1] < ylim[1])).flatten()  # arrows only on particles in the frame
+            idx = shown[torch.linspace(0, len(shown) - 1, min(arrows, len(shown))).long()] if len(shown) else shown
+            longest = v[idx].norm(dim=1).max().item() if len(idx) else 0.0
             if longest > 0:
                 scale = longest / (0.12 * (xlim[1] - xlim[0]))  # the longest arrow spans 12% of the panel
                 ax.quiver(x[idx, 0], x[idx, 1], v[idx, 0], v[idx, 1], color="tab:red", angles="xy",
@@ -147,7 +153,7 @@ def animate(trajectory, path, data=None, fps: int = 12, limits: tuple[float, flo
 
     traj = _trajectory(trajectory)
     reference = None if data is None else _points(getattr(data, "train", data)[:5000], "data")
-    xlim, ylim = _limits(traj[0], traj[-1], reference, limits=limits)
+    xlim, ylim = _limits(traj[-1], reference, limits=limits)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4, 4))
     if reference is not None:
