@@ -7,7 +7,7 @@ from importlib import metadata
 import pytest
 import torch
 
-from diffflow_core import ConfigError, registry
+from diffflow_core import ConfigError, Flow, registry
 from diffflow_example.flows import OrnsteinUhlenbeck
 from diffflow_example.solvers import Midpoint
 
@@ -64,6 +64,38 @@ def test_midpoint_converges_on_the_edm_gaussian_pf_ode():
     local = [float((Midpoint().solve(flow, x0, torch.stack([t0, t0 + h])) - flow.exact(x0, 1.0, 1.0 + h)).abs())
              for h in (0.1, 0.05, 0.025)]
     assert -testing.fitted_slope((0.1, 0.05, 0.025), local) == pytest.approx(-4, abs=0.2)
+
+
+class TwoGaussians(Flow):
+    """EDM PF-ODE ``dx/dsigma = (x - D)/sigma`` for data ``(N(-1, s^2) + N(1, s^2)) / 2``, whose ideal denoiser is
+    ``D = sum_k w_k(x) (s^2 x + sigma^2 mu_k) / (s^2 + sigma^2)``, ``w_k`` the posterior weights (SPEC §2.6)."""
+
+    def __init__(self, s: float = 0.3) -> None:
+        super().__init__()
+        self.s = s
+
+    def drift(self, x, t):
+        var = self.s ** 2 + t ** 2
+        means = torch.tensor([-1.0, 1.0], dtype=x.dtype)
+        weights = torch.softmax(-(x - means) ** 2 / (2 * var), dim=-1)
+        denoised = (weights * (self.s ** 2 * x + t ** 2 * means) / var).sum(-1, keepdim=True)
+        return (x - denoised) / t
+
+
+def test_midpoint_is_second_order_on_a_generic_edm_pf_ode():
+    """Without the Gaussian's cancellation the midpoint rule is order 2 on the EDM rho-grid (measured 1.94);
+    the reference is a 2048-step Heun solve, ~25x more accurate than the finest midpoint solve here."""
+    flow = TwoGaussians()
+    x0 = torch.tensor([[80.0], [-30.0], [5.0]], dtype=torch.float64)
+
+    def grid(steps):
+        return registry("grids").get("edm")(steps, sigma_min=0.002, sigma_max=80.0, append_zero=False,
+                                            dtype=torch.float64)
+
+    reference = registry("solvers").create("heun").solve(flow, x0, grid(2048))
+    steps = (64, 128, 256, 512)
+    errors = [float((Midpoint().solve(flow, x0, grid(n)) - reference).abs().max()) for n in steps]
+    assert abs(-testing.fitted_slope(steps, errors) - 2) < 0.25, errors
 
 
 def test_midpoint_counts_two_evaluations_per_step_and_rejects_sdes():
