@@ -20,10 +20,11 @@ def build(config: str | Path | dict[str, Any] | ModelConfig | None = None, *, pr
     a path or a Dataset) overrides the config's data; components receive ``event_shape``, ``data`` and
     ``num_classes`` when their constructors accept them.
     """
-    if isinstance(config, ModelConfig):
+    if isinstance(config, ModelConfig) and not (preset or overrides):
         cfg = config
-    else:
-        cfg = load_config(config, preset=preset, overrides=overrides)
+    else:  # a ModelConfig with overrides is merged like a dict, never silently ignoring them
+        source = config.as_dict() if isinstance(config, ModelConfig) else config
+        cfg = load_config(source, preset=preset, overrides=overrides)
     dataset: Dataset | None = None
     if data is not None:
         dataset = load_dataset(data)

@@ -124,3 +124,11 @@ def test_toml_errors_name_the_file(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="config: expected a TOML path or a dict, got int"):
         load_config(3)
+
+
+def test_build_from_a_model_config_applies_overrides(tiny):
+    config = load_config({"flow": {"name": "tiny", "rate": 0.5}, "solver": "euler"})
+    assert build(config).config is config
+    model = build(config, solver="heun", flow={"rate": 4.0})
+    assert type(model.solver).__name__ == "Heun" and model.flow.rate == 4.0
+    assert config.solver.name == "euler", "the given config is not mutated"
