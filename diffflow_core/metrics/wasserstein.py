@@ -78,7 +78,8 @@ def w2_ratio(samples: SampleSource, dataset, n: int = 2000, seeds: int = 3) -> W
 
     ``samples`` is ``fn(n, seed) -> [n, ...]`` (called for seeds 0..seeds-1; e.g.
     ``lambda n, s: model.sample(n, steps, seed=s).x``) or a list of sample arrays (one per seed). For seed
-    ``i`` the reference and the floor's partner are fresh, independent draws ``dataset.sample(n, g_i)``.
+    ``i`` the reference and the floor's partner are fresh, independent draws ``dataset.sample(n, g_i)``
+    (for array data without a sampler these are resamples of the train split, with replacement).
     """
     from diffflow_core.data import load_dataset
 
