@@ -6,7 +6,6 @@ import torch
 
 from diffflow_core import registry
 from diffflow_core.data import load_dataset
-from diffflow_core.data.mixture import GaussianMixture
 from diffflow_core.errors import ConfigError
 from diffflow_core.metrics import (class_histogram, digits_classifier, energy_distance, frechet_digits,
                                   frechet_distance, log_density, mmd, mode_coverage, sliced_wasserstein, w2, w2_ratio)
