@@ -82,9 +82,9 @@ class PluginManager:
         """Discover and load plugins once (safe to call repeatedly, from DDP ranks too)."""
         if self._fatal is not None:  # strict mode keeps failing instead of serving a partial registry
             raise self._fatal
-        if self._loaded or self._loading:
+        if self._loaded:
             return
-        with self._lock:
+        with self._lock:  # other threads wait for the loader; the loader itself re-enters (hooks using registries)
             if self._loaded or self._loading:
                 return
             self._loading = True

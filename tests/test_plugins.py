@@ -318,6 +318,35 @@ def test_loading_happens_once(fresh_plugins, monkeypatch):
     assert calls == [{"group": "diffflow"}]
 
 
+def test_concurrent_first_use_waits_for_the_loader(fresh_plugins, monkeypatch):
+    """Threads hitting a registry while another thread loads see the complete registry, not a partial one."""
+    import threading
+    import time
+
+    only(monkeypatch, "solvers")
+    real = metadata.entry_points
+
+    def slow(**kw):
+        time.sleep(0.2)
+        return real(**kw)
+
+    monkeypatch.setattr(metadata, "entry_points", slow)
+    results, errors = [], []
+
+    def use():
+        try:
+            results.append(fresh_plugins.registry("solvers").get("heun").__name__)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=use) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and results == ["Heun"] * 4
+
+
 def test_import_diffflow_core_scans_nothing():
     script = textwrap.dedent("""
         import sys
