@@ -57,3 +57,8 @@ def test_euler_maruyama_without_diffusion_is_euler():
     grid = problem.grid(10)
     em = registry("solvers").create("euler-maruyama").solve(problem.flow, problem.x0, grid)
     assert torch.equal(em, registry("solvers").create("euler").solve(problem.flow, problem.x0, grid))
+
+
+def test_fitted_slope_recovers_an_exact_power_law():
+    xs = (3.0, 10.0, 40.0, 200.0)
+    assert fitted_slope(xs, [7.0 * x ** -1.5 for x in xs]) == pytest.approx(-1.5, abs=1e-12)
