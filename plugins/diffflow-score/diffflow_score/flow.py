@@ -1,0 +1,223 @@
+"""The ``score`` flow: a learned score of noise-smoothed data driving the reverse SDE or the PF-ODE.
+
+One network, three parameterisations (see :mod:`diffflow_score.schedules` for the schedules):
+
+* ``edm``: the preconditioned denoiser of SPEC §2.6 (eqs 23-24)
+  ``D(x; sigma) = c_skip x + c_out F(c_in x, c_noise)`` with ``c_skip = sd^2/(sigma^2+sd^2)``,
+  ``c_out = sigma sd / sqrt(sigma^2+sd^2)``, ``c_in = 1/sqrt(sigma^2+sd^2)``, ``c_noise = ln(sigma)/4``, and
+  score ``s = (D - x)/sigma^2``. Time is sigma.
+* ``vp`` and ``ve``: epsilon prediction ``eps_hat = F(c_in x, c_noise)``, score ``s = -eps_hat / std(t)``;
+  ``c_in = 1`` for VP (its marginals have unit scale) and ``1/sqrt(sigma^2+sd^2)`` for VE, whose inputs grow to
+  sigma_max. All three condition on ``c_noise = ln(sigma(t))/4`` of the equivalent VE level, a monotone
+  relabelling of DDPM's time input that keeps the embedding's range the same for every schedule.
+
+With ``precondition=False`` the network is called as ``net(x, t[, y])`` and returns the parameterisation's
+target directly (``D`` for EDM, ``eps_hat`` otherwise): this is how analytic denoisers are plugged in.
+
+``mode="ode"`` samples the PF-ODE ``dx = [f x - g^2 s/2] dt`` (for EDM ``dx/dsigma = (x - D)/sigma``,
+SPEC §2.2 eq 8); ``mode="sde"`` the reverse SDE ``dx = [f x - g^2 s] dt + g dW`` (EDM: doubled drift and
+``g = sqrt(2 sigma)``, SPEC §2.2 eq 7, §2.6 "SDE variant"), which needs ``euler-maruyama``.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor
+
+from diffflow_core.errors import ConfigError
+from diffflow_core.interfaces import Flow, as_time, check_steps
+from diffflow_core.networks import build_network
+from diffflow_score.schedules import SCHEDULES, Schedule
+
+__all__ = ["ScoreFlow", "MODES", "default_network", "per_sample"]
+
+MODES = ("ode", "sde")
+_SCHEDULE_PARAMS = {"edm": ("sigma_min", "sigma_max", "rho"), "vp": ("beta_min", "beta_max", "eps"),
+                    "ve": ("sigma_min", "sigma_max")}
+
+
+def per_sample(v: Tensor, x: Tensor) -> Tensor:
+    """Per-sample values ``[N]`` shaped to broadcast against particles ``[N, *shape]``."""
+    return v.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+def default_network(event_shape: tuple[int, ...]) -> dict[str, Any]:
+    """The ``unet`` for image-shaped particles ``[C, H, W]`` when registered, else GPM's 4x512 Fourier MLP."""
+    from diffflow_core.plugins import registry
+
+    if len(event_shape) == 3 and "unet" in registry("networks"):
+        return {"name": "unet"}
+    return {"name": "mlp", "hidden": 512, "depth": 4, "embedding_dim": 128, "fourier_scale": 2.0}
+
+
+class ScoreFlow(Flow):
+    """Score-based diffusion flow; ``network`` is any registered network, ``"auto"`` picks :func:`default_network`."""
+
+    def __init__(self, parameterisation: str = "edm", mode: str = "ode", network: Any = "auto",
+                 precondition: bool = True, sigma_data: float = 0.5, sigma_min: float | None = None,
+                 sigma_max: float | None = None, rho: float | None = None, beta_min: float | None = None,
+                 beta_max: float | None = None, eps: float | None = None, conditional: bool = False,
+                 event_shape: tuple[int, ...] | None = None, num_classes: int | None = None) -> None:
+        super().__init__()
+        if parameterisation not in SCHEDULES:
+            raise ConfigError(f"parameterisation: expected one of {', '.join(SCHEDULES)}, got {parameterisation!r}")
+        if mode not in MODES:
+            raise ConfigError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
+        if event_shape is None:
+            raise ConfigError("event_shape: the score flow needs the particle shape (build it with data)")
+        if isinstance(sigma_data, bool) or not isinstance(sigma_data, (int, float)) or not sigma_data > 0:
+            raise ConfigError(f"sigma_data: expected a positive number, got {sigma_data!r}")
+        if conditional and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+            raise ConfigError(f"num_classes: a conditional score flow needs a positive class count (labelled "
+                              f"data), got {num_classes!r}")
+        given = {k: v for k, v in dict(sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, beta_min=beta_min,
+                                       beta_max=beta_max, eps=eps).items() if v is not None}
+        for key in given:
+            if key not in _SCHEDULE_PARAMS[parameterisation]:
+                raise ConfigError(f"{key}: not a parameter of the '{parameterisation}' schedule; expected some of "
+                                  f"{', '.join(_SCHEDULE_PARAMS[parameterisation])}")
+        self.schedule: Schedule = SCHEDULES[parameterisation](**given)
+        self.parameterisation, self.mode = parameterisation, mode
+        self.precondition, self.sigma_data = bool(precondition), float(sigma_data)
+        self.singular_end = self.schedule.singular_end
+        self.event_shape = tuple(event_shape)
+        self.conditional = bool(conditional)
+        self.num_classes = num_classes if conditional else None
+        spec = default_network(self.event_shape) if network == "auto" else network
+        self.net = build_network(spec, in_shape=self.event_shape, time_conditioned=True,
+                                 num_classes=self.num_classes)
+        self._label: Tensor | int | None = None
+        self._guidance = 1.0
+
+    # -- the learned estimators ------------------------------------------------------------------------
+    def _network(self, x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+        """The network's native output: ``D`` (EDM) or ``eps_hat`` (VP, VE), preconditioned unless disabled."""
+        if not self.precondition:
+            return self.net(x, t, y) if self.conditional else self.net(x, t)
+        sigma = self.schedule.sigma(t)
+        c_in = 1.0 if self.parameterisation == "vp" else torch.rsqrt(sigma ** 2 + self.sigma_data ** 2)
+        c_in = c_in if isinstance(c_in, float) else per_sample(c_in, x)
+        c_noise = torch.log(sigma) / 4
+        args = (c_in * x, c_noise) + ((y,) if self.conditional else ())
+        out = self.net(*args)
+        if self.parameterisation != "edm":
+            return out
+        sd2 = self.sigma_data ** 2
+        s = per_sample(sigma, x)
+        return sd2 / (s ** 2 + sd2) * x + s * self.sigma_data * torch.rsqrt(s ** 2 + sd2) * out
+
+    def _predict(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
+        """The native output at the active sampling label/guidance (or the given labels ``y``)."""
+        t = as_time(t, x)
+        if not self.conditional:
+            return self._network(x, t, None)
+        if y is not None:
+            return self._network(x, t, y)
+        null = self.null_labels(x.shape[0], x.device)
+        if self._label is None:
+            return self._network(x, t, null)
+        labels = self._labels_for(x)
+        if self._guidance == 1.0:
+            return self._network(x, t, labels)
+        both = self._network(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]))
+        cond, uncond = both.chunk(2)
+        return uncond + self._guidance * (cond - uncond)
+
+    def score(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
+        """``grad log p_t(x)`` of the noisy marginal at time ``t`` (for EDM ``(D - x)/sigma^2``, SPEC §2.6)."""
+        t = as_time(t, x)
+        out = self._predict(x, t, y)
+        if self.parameterisation == "edm":
+            return (out - x) / per_sample(t, x) ** 2
+        return -out / per_sample(self.schedule.std(t), x)
+
+    def denoise(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
+        """Tweedie's ``E[y | x_t] = (x + std^2 s) / alpha``; for EDM (t = sigma) the denoiser ``D(x; sigma)``."""
+        t = as_time(t, x)
+        if self.parameterisation == "edm":
+            return self._predict(x, t, y)
+        alpha, std = per_sample(self.schedule.alpha(t), x), per_sample(self.schedule.std(t), x)
+        return (x - std * self._predict(x, t, y)) / alpha
+
+    def epsilon(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
+        """The predicted noise ``eps_hat = -std(t) s(x, t)``."""
+        t = as_time(t, x)
+        if self.parameterisation == "edm":
+            return (x - self._predict(x, t, y)) / per_sample(t, x)
+        return self._predict(x, t, y)
+
+    # -- the flow ------------------------------------------------------------------------------------
+    def _drift(self, x: Tensor, t: Tensor, score_weight: float) -> Tensor:
+        t = as_time(t, x)
+        f, g2 = per_sample(self.schedule.f(t), x), per_sample(self.schedule.g2(t), x)
+        return f * x - score_weight * g2 * self.score(x, t)
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+        """PF-ODE drift (``mode='ode'``) or reverse-SDE drift (``mode='sde'``, the score term doubled)."""
+        return self._drift(x, t, 1.0 if self.mode == "sde" else 0.5)
+
+    def ode_drift(self, x: Tensor, t: Tensor) -> Tensor:
+        """The probability-flow ODE drift whatever the mode: what ``log_prob`` integrates (SPEC §1.7)."""
+        return self._drift(x, t, 0.5)
+
+    def diffusion(self, t: Tensor) -> Tensor | float:
+        """``g(t)`` of the reverse SDE in ``sde`` mode, else 0."""
+        if self.mode == "ode":
+            return 0.0
+        return torch.sqrt(self.schedule.g2(torch.as_tensor(t)))
+
+    @property
+    def is_stochastic(self) -> bool:
+        return self.mode == "sde"
+
+    def time_grid(self, steps: int) -> Tensor:
+        """The schedule's grid (float64; solvers cast it to the particles' dtype) from the prior end
+        (sigma_max, or t = 1) to the data end (EDM: sigma = 0)."""
+        check_steps(steps)
+        return self.schedule.time_grid(steps)
+
+    def prior(self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None) -> Tensor:
+        """``N(0, prior_std^2 I)``: ``sigma_max`` for EDM and VE, 1 for VP."""
+        return self.schedule.prior_std * super().prior(n, generator, device)
+
+    def prior_log_prob(self, x: Tensor) -> Tensor:
+        scale = self.schedule.prior_std
+        return super().prior_log_prob(x / scale) - x[0].numel() * math.log(scale)
+
+    # -- class conditioning ----------------------------------------------------------------------------
+    def null_labels(self, n: int, device: torch.device | str) -> Tensor:
+        """The null label (index ``num_classes``) of classifier-free guidance."""
+        return torch.full((n,), self.num_classes, dtype=torch.long, device=device)
+
+    def _labels_for(self, x: Tensor) -> Tensor:
+        if isinstance(self._label, Tensor):
+            if self._label.shape != (x.shape[0],):
+                raise ConfigError(f"label: expected one label per particle, shape ({x.shape[0]},), "
+                                  f"got {tuple(self._label.shape)}")
+            return self._label.to(x.device)
+        return torch.full((x.shape[0],), self._label, dtype=torch.long, device=x.device)
+
+    @contextlib.contextmanager
+    def sampling(self, label: int | Tensor | None = None, guidance: float = 1.0) -> Iterator[None]:
+        """Sample class ``label`` (an int or one per particle), optionally with classifier-free ``guidance``."""
+        if label is not None and not self.conditional:
+            raise ConfigError("label: this score flow is unconditional (build it with conditional=True)")
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
+            raise ConfigError(f"guidance: expected a finite number, got {guidance!r}")
+        if label is None and guidance != 1.0:
+            raise ConfigError("guidance: classifier-free guidance needs a class label")
+        if label is not None:
+            labels = torch.as_tensor(label)
+            if labels.dtype == torch.bool or labels.is_floating_point() or labels.ndim > 1 or \
+                    bool(((labels < 0) | (labels >= self.num_classes)).any()):
+                raise ConfigError(f"label: expected class indices in [0, {self.num_classes}), got {label!r}")
+            label = labels.long() if labels.ndim == 1 else int(labels)
+        saved = (self._label, self._guidance)
+        self._label, self._guidance = label, float(guidance)
+        try:
+            yield
+        finally:
+            self._label, self._guidance = saved

@@ -1,0 +1,117 @@
+"""Denoising score matching objectives of the score flow (SPEC §2.6; Song et al.'s VP/VE losses).
+
+All three regress the network on noisy data ``x_t = alpha(t) y + std(t) eps`` and differ in how the noise
+level is drawn and weighted:
+
+* ``dsm-edm``: ``sigma ~ LogNormal(P_mean, P_std)`` (-1.2, 1.2), loss ``lambda(sigma) ||D(y + sigma eps; sigma) - y||^2``
+  with ``lambda = (sigma^2 + sd^2)/(sigma sd)^2`` (SPEC §2.6), which makes the effective target of F unit-scale.
+* ``dsm-vp``: ``t ~ U[eps, 1]``, loss ``||eps_hat(x_t, t) - eps||^2`` (DDPM's "simple" loss).
+* ``dsm-ve``: ``t ~ U[0, 1]`` (sigma log-uniform), loss ``sigma^2 ||s(x_t, t) + eps/sigma||^2 = ||eps_hat - eps||^2``.
+
+Squared norms are averaged over coordinates (divided by the dimension D). Every draw uses the given generator.
+With a conditional flow, labels are replaced by the null label with probability ``label_dropout``, which fits
+the unconditional score used by classifier-free guidance.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from diffflow_core.errors import ConfigError
+from diffflow_core.interfaces import Batch, Objective
+from diffflow_score.flow import ScoreFlow, per_sample
+
+__all__ = ["EDMLoss", "VPLoss", "VELoss"]
+
+
+def _normal(shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor) -> Tensor:
+    device = generator.device if generator is not None else like.device
+    return torch.randn(shape, generator=generator, dtype=like.dtype, device=device).to(like.device)
+
+
+def _probability(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(f"{name}: expected a probability in [0, 1), got {value!r}")
+    return float(value)
+
+
+class _DSM(Objective):
+    """Shared checks, label dropout and noising; subclasses set :attr:`parameterisation` and the loss."""
+
+    parameterisation = ""
+
+    def __init__(self, label_dropout: float = 0.0, flow: Any = None) -> None:
+        self.label_dropout = _probability("label_dropout", label_dropout)
+        if flow is not None:
+            self._check(flow)
+
+    def _check(self, flow: Any) -> ScoreFlow:
+        if not isinstance(flow, ScoreFlow) or flow.parameterisation != self.parameterisation:
+            got = getattr(flow, "parameterisation", type(flow).__name__)
+            raise ConfigError(f"flow: objective for a 'score' flow with parameterisation "
+                              f"'{self.parameterisation}', got {got!r}")
+        return flow
+
+    def labels(self, flow: ScoreFlow, batch: Batch, generator: torch.Generator | None) -> Tensor | None:
+        """The batch labels with dropout to the null label (conditional flows only)."""
+        if not flow.conditional:
+            return None
+        if batch.y is None:
+            raise ConfigError("data: a conditional score flow trains on labelled data, the batch has no labels")
+        if not self.label_dropout:
+            return batch.y
+        device = generator.device if generator is not None else batch.y.device
+        drop = torch.rand(len(batch), generator=generator, device=device).to(batch.y.device) < self.label_dropout
+        return torch.where(drop, flow.null_labels(len(batch), batch.y.device), batch.y)
+
+
+class EDMLoss(_DSM):
+    """``dsm-edm``: EDM's weighted denoising loss (SPEC §2.6)."""
+
+    parameterisation = "edm"
+
+    def __init__(self, p_mean: float = -1.2, p_std: float = 1.2, label_dropout: float = 0.0, flow: Any = None) -> None:
+        if isinstance(p_std, bool) or not isinstance(p_std, (int, float)) or p_std <= 0:
+            raise ConfigError(f"p_std: expected a positive number, got {p_std!r}")
+        if isinstance(p_mean, bool) or not isinstance(p_mean, (int, float)):
+            raise ConfigError(f"p_mean: expected a number, got {p_mean!r}")
+        super().__init__(label_dropout, flow)
+        self.p_mean, self.p_std = float(p_mean), float(p_std)
+
+    def loss(self, flow: ScoreFlow, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
+        flow = self._check(flow)
+        y = batch.x
+        sigma = torch.exp(self.p_mean + self.p_std * _normal((len(batch),), generator, y))
+        noise = _normal(tuple(y.shape), generator, y)
+        labels = self.labels(flow, batch, generator)
+        s = per_sample(sigma, y)
+        denoised = flow.denoise(y + s * noise, sigma, labels)
+        weight = (sigma ** 2 + flow.sigma_data ** 2) / (sigma * flow.sigma_data) ** 2
+        return (weight * (denoised - y).flatten(1).pow(2).mean(1)).mean()
+
+
+class _EpsilonLoss(_DSM):
+    """``||eps_hat(x_t, t) - eps||^2`` with ``t`` from the flow's schedule (the std^2-weighted DSM)."""
+
+    def loss(self, flow: ScoreFlow, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
+        flow = self._check(flow)
+        y = batch.x
+        t = flow.schedule.train_times(len(batch), generator, y)
+        noise = _normal(tuple(y.shape), generator, y)
+        labels = self.labels(flow, batch, generator)
+        alpha, std = per_sample(flow.schedule.alpha(t), y), per_sample(flow.schedule.std(t), y)
+        return (flow.epsilon(alpha * y + std * noise, t, labels) - noise).flatten(1).pow(2).mean(1).mean()
+
+
+class VPLoss(_EpsilonLoss):
+    """``dsm-vp``: epsilon MSE with ``t ~ U[eps, 1]`` on the VP schedule."""
+
+    parameterisation = "vp"
+
+
+class VELoss(_EpsilonLoss):
+    """``dsm-ve``: sigma^2-weighted DSM, ``t ~ U[0, 1]`` so sigma is log-uniform on the VE schedule."""
+
+    parameterisation = "ve"

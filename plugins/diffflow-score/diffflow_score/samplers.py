@@ -1,0 +1,100 @@
+"""Samplers specific to score flows: EDM's stochastic churn and NCSN's annealed Langevin dynamics.
+
+Both are :class:`diffflow_core.Solver` s over the flow's own grid, so NFE counting, NaN checks and trajectory
+recording come from the kernel loop.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from diffflow_core.errors import ConfigError
+from diffflow_core.interfaces import Flow, Smoother, Solver
+from diffflow_solvers.solvers import Heun
+
+__all__ = ["EDMChurn", "AnnealedLangevin"]
+
+
+def _number(name: str, value: Any, low: float, *, strict: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value > low if strict else value >= low)
+    if not ok:
+        raise ConfigError(f"{name}: expected a number {'>' if strict else '>='} {low}, got {value!r}")
+    return float(value)
+
+
+def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+class EDMChurn(Heun):
+    """EDM's stochastic sampler (Karras et al. Algorithm 2; SPEC §2.6 "EDM churn").
+
+    Before the Heun step from ``sigma_i`` the particles are re-noised to ``sigma_hat = (1 + gamma_i) sigma_i``
+    by adding ``sqrt(sigma_hat^2 - sigma_i^2) S_noise eps``, with ``gamma_i = min(S_churn / N, sqrt(2) - 1)``
+    when ``S_tmin <= sigma_i <= S_tmax`` (else 0); the Heun step then runs from ``sigma_hat`` to ``sigma_{i+1}``.
+    ``s_churn = 0`` is the deterministic Heun sampler. Needs a flow whose time is sigma (``score`` with ``edm``).
+    """
+
+    stochastic = False
+
+    def __init__(self, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf,
+                 s_noise: float = 1.0) -> None:
+        super().__init__()
+        self.s_churn = _number("s_churn", s_churn, 0.0)
+        self.s_tmin = _number("s_tmin", s_tmin, 0.0)
+        self.s_tmax = _number("s_tmax", s_tmax, self.s_tmin)
+        self.s_noise = _number("s_noise", s_noise, 0.0)
+        self._steps = 1
+
+    def solve(self, flow: Flow, x0: Tensor, times: Any, **kwargs: Any) -> Tensor:
+        if getattr(flow, "parameterisation", None) != "edm":
+            raise ConfigError(f"solver edm-churn: needs a 'score' flow with parameterisation 'edm' (time = sigma), "
+                              f"got {type(flow).__name__} {getattr(flow, 'parameterisation', '')}".rstrip())
+        self._steps = len(times) - 1
+        return super().solve(flow, x0, times, **kwargs)
+
+    def step(self, flow: Flow, smoother: Smoother, x: Tensor, t0: Tensor, t1: Tensor, *,
+             generator: torch.Generator | None, last: bool) -> Tensor:
+        gamma = min(self.s_churn / self._steps, math.sqrt(2) - 1) if self.s_tmin <= float(t0) <= self.s_tmax else 0.0
+        if gamma > 0:
+            t_hat = t0 * (1 + gamma)
+            x = x + torch.sqrt(t_hat ** 2 - t0 ** 2) * self.s_noise * _noise(x, generator)
+            t0 = t_hat
+        return super().step(flow, smoother, x, t0, t1, generator=generator, last=last)
+
+
+class AnnealedLangevin(Solver):
+    """NCSN's annealed Langevin dynamics (SPEC §2.2 eq 4; Song & Ermon 2019).
+
+    For each noise level ``sigma_i`` of the flow's grid after the first (the prior already has the largest),
+    ``langevin_steps`` updates ``x <- x + (a_i / 2) s(x, sigma_i) + sqrt(a_i) z`` with ``a_i = step_ratio std_i^2``
+    (eq 4: ``eps_i`` proportional to ``sigma_i^2``; std = sigma for VE). With ``denoise_last`` the
+    result is Tweedie's denoised ``E[y | x]`` at the last level (one more evaluation). NFE = levels x langevin_steps (+ 1).
+    """
+
+    order = 1
+    stochastic = True
+
+    def __init__(self, langevin_steps: int = 10, step_ratio: float = 1.0, denoise_last: bool = True) -> None:
+        super().__init__()
+        if isinstance(langevin_steps, bool) or not isinstance(langevin_steps, int) or langevin_steps < 1:
+            raise ConfigError(f"langevin_steps: expected a positive integer, got {langevin_steps!r}")
+        self.langevin_steps = langevin_steps
+        self.step_ratio = _number("step_ratio", step_ratio, 0.0, strict=True)
+        self.denoise_last = bool(denoise_last)
+
+    def step(self, flow: Flow, smoother: Smoother, x: Tensor, t0: Tensor, t1: Tensor, *,
+             generator: torch.Generator | None, last: bool) -> Tensor:
+        if not (hasattr(flow, "score") and hasattr(flow, "schedule")):
+            raise ConfigError(f"solver annealed-langevin: needs a 'score' flow, got {type(flow).__name__}")
+        a = self.step_ratio * flow.schedule.std(t1) ** 2
+        for _ in range(self.langevin_steps):
+            self.nfe += 1
+            x = x + 0.5 * a * flow.score(x, t1) + torch.sqrt(a) * _noise(x, generator)
+        if last and self.denoise_last:
+            self.nfe += 1
+            x = flow.denoise(x, t1)
+        return x
