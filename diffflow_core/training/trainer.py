@@ -73,13 +73,14 @@ class EMA:
 
     def __init__(self, module: nn.Module, decay: float) -> None:
         self.module, self.decay = module, decay
-        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items() if v.dtype.is_floating_point}
+        live = {k: v for k, v in module.state_dict().items() if v.dtype.is_floating_point}
+        self.shadow = {k: v.detach().clone() for k, v in live.items()}
+        # state_dict tensors share storage with the module (loading copies in place): one fused lerp per step
+        self._pairs = ([self.shadow[k] for k in live], [v.detach() for v in live.values()])
 
     @torch.no_grad()
     def update(self) -> None:
-        for key, value in self.module.state_dict().items():
-            if key in self.shadow:
-                self.shadow[key].lerp_(value.detach(), 1 - self.decay)
+        torch._foreach_lerp_(self._pairs[0], self._pairs[1], 1 - self.decay)
 
     @torch.no_grad()
     def copy_to(self, module: nn.Module) -> None:
