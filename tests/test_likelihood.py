@@ -110,3 +110,19 @@ def test_stochastic_flow_without_pf_ode_is_rejected():
 
     with pytest.raises(ConfigError, match="probability-flow ODE"):
         log_prob(Noisy(), torch.zeros(3, 2))
+
+
+def test_score_plugin_edm_flow_with_exact_denoiser():
+    """The score plugin's EDM flow (its own prior N(0, sigma_max^2)): Gaussian and ring5 closed forms."""
+    testing = pytest.importorskip("diffflow_score.testing")
+    from diffflow_core.data import load_dataset
+
+    flow = testing.exact_flow(testing.gaussian_denoiser(0.7), "edm", event_shape=(2,)).double()
+    x = torch.randn(32, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 0.7
+    result = log_prob(flow, x, steps=1024)
+    assert (result.nats - analytic(x, torch.full((2,), 0.49, dtype=torch.float64))).abs().max() < 1e-3
+    ring = load_dataset("ring5", n_train=100, n_test=128)
+    flow = testing.exact_flow(ring.denoise, "edm", event_shape=(2,))
+    test = ring.test.double()
+    nll = log_prob(flow.double(), test, steps=256).mean_nll
+    assert abs(nll - float(-ring.log_prob(test).mean())) < 0.01
