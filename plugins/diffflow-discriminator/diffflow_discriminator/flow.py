@@ -99,8 +99,15 @@ class DiscriminatorFlow(Flow):
         """Data seen by the discriminator at times ``t`` ``[N]``: ``y + sigma(t) eps`` (SPEC §1.6 step a)."""
         if not self.sigma_max:
             return real
-        sigma = (self.sigma_max * (1 - t)).reshape(-1, *([1] * (real.ndim - 1)))
+        sigma = self.sigma(t).reshape(-1, *([1] * (real.ndim - 1)))
         return real + sigma * torch.randn(real.shape, generator=generator, dtype=real.dtype).to(real.device)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        """The smoothing level ``sigma(t) = sigma_max (1 - t)``."""
+        return self.sigma_max * (1 - torch.as_tensor(t))
+
+    #: Fraction of [0, 1] on which the discriminator drives the particles (TDPM's GAN phase is shorter).
+    gan_horizon: float = 1.0
 
     # -- sampling conventions ------------------------------------------------------------------------
     def time_grid(self, steps: int) -> Tensor:
@@ -117,12 +124,12 @@ class DiscriminatorFlow(Flow):
         return times
 
     @torch.no_grad()
-    def simulate(self, x0: Tensor, k: Tensor, steps: int) -> Tensor:
+    def simulate(self, x0: Tensor, k: Tensor, steps: int, generator: torch.Generator | None = None) -> Tensor:
         """``z_k`` per particle: ``k[i]`` uniform Euler steps of size ``1/steps`` from ``x0[i]`` (Algorithm 3 step 2).
 
         Particles do not interact, so each one is only advanced until its own ``k``: particles are sorted by
         ``k`` (descending) and step ``j`` moves the prefix with ``k > j``, about half the work of simulating
-        every particle for ``steps - 1`` steps.
+        every particle for ``steps - 1`` steps. A stochastic flow adds ``g(t) sqrt(dt) eps`` (Euler-Maruyama).
         """
         if k.shape != x0.shape[:1]:
             raise ConfigError(f"k: expected one step count per particle, shape {tuple(x0.shape[:1])}, got {tuple(k.shape)}")
@@ -135,7 +142,11 @@ class DiscriminatorFlow(Flow):
             for j in range(int(counts[0]) if counts.numel() else 0):
                 while active and int(counts[active - 1]) <= j:
                     active -= 1
-                x[:active] += dt * self.drift(x[:active], torch.tensor(j * dt, dtype=x.dtype, device=x.device))
+                t = torch.tensor(j * dt, dtype=x.dtype, device=x.device)
+                x[:active] += dt * self.drift(x[:active], t)
+                if self.is_stochastic:
+                    noise = torch.randn(x[:active].shape, generator=generator, dtype=x.dtype).to(x.device)
+                    x[:active] += self.diffusion(t) * dt ** 0.5 * noise
         out = torch.empty_like(x)
         out[order] = x
         return out

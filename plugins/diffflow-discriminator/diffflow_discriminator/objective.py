@@ -40,7 +40,7 @@ class GanObjective(Objective):
     """
 
     def __init__(self, flow: DiscriminatorFlow, d_steps: int = 1, gp_weight: float = 0.0, gp_center: float = 0.0,
-                 flow_steps: int = 56, lr: float | None = 2e-4, betas=(0.5, 0.999), generator_lr: float | None = 2e-4,
+                 flow_steps: int = 56, lr: float | None = None, betas=(0.5, 0.999), generator_lr: float | None = None,
                  generator_betas=(0.5, 0.999)) -> None:
         if not hasattr(flow, "logit") or not hasattr(flow, "loss"):
             raise ConfigError(f"flow: objective 'gan' needs a discriminator flow (with logit and loss), "
@@ -67,9 +67,10 @@ class GanObjective(Objective):
 
     def simulated_particles(self, n: int, generator: torch.Generator | None, device) -> tuple[Tensor, Tensor]:
         """Algorithm 3 steps 2-3: ``z_k`` and ``t = k/N`` with ``k ~ U{0..N-1}`` per particle."""
-        k = torch.randint(0, self.flow_steps, (n,), generator=generator).to(device)
+        horizon = max(1, round(self.flow.gan_horizon * self.flow_steps))
+        k = torch.randint(0, horizon, (n,), generator=generator).to(device)
         x0 = self.flow.prior(n, generator=generator, device=device)
-        return self.flow.simulate(x0, k, self.flow_steps), k.to(x0.dtype) / self.flow_steps
+        return self.flow.simulate(x0, k, self.flow_steps, generator), k.to(x0.dtype) / self.flow_steps
 
     def flow_loss(self, batch: Batch, generator: torch.Generator | None) -> Tensor:
         """Algorithm 3: data versus simulated particles at the same per-sample time."""
@@ -79,7 +80,7 @@ class GanObjective(Objective):
     # -- players -------------------------------------------------------------------------------------
     def players(self, model) -> list[Player]:
         smoother, flow = model.smoother, self.flow
-        d_params = [p for p in flow.parameters() if p.requires_grad]
+        d_params = [p for p in flow.net.parameters() if p.requires_grad]
         if isinstance(smoother, GeneratorSmoother):
             if flow.time_conditioned:
                 raise ConfigError("flow.time_conditioned: a GAN's discriminator has no time input; "
@@ -100,7 +101,15 @@ class GanObjective(Objective):
         if isinstance(smoother, IdentitySmoother):
             if not flow.time_conditioned:
                 raise ConfigError("flow.time_conditioned: a Discriminator Flow needs a time-conditioned discriminator")
-            return [Player("discriminator", d_params, self.flow_loss, lr=self.lr, betas=self.betas,
-                           repeats=self.d_steps)]
+            players = [Player("discriminator", d_params, self.flow_loss, lr=self.lr, betas=self.betas,
+                              repeats=self.d_steps)]
+            score = getattr(flow, "score_model", None)
+            if score is not None:  # Diffusion-GAN / TDPM: the score network trains jointly on the data
+                from diffflow_core.plugins import registry
+
+                dsm = registry("objectives").create("dsm-edm")
+                players.append(Player("score", [p for p in score.parameters() if p.requires_grad],
+                                      lambda batch, generator: dsm.loss(score, batch, generator), lr=self.lr))
+            return players
         raise ConfigError(f"smoother: objective 'gan' works with 'generator' (GAN) or 'identity' "
                           f"(Discriminator Flow), got {type(smoother).__name__}")

@@ -6,6 +6,8 @@ from diffflow_core import hookimpl
 def register_flows(register):
     register("discriminator", "diffflow_discriminator.flow:DiscriminatorFlow",
              "Particles ascend h = -c(f(x, t)) of a learned discriminator (GAN / Discriminator Flow, SPEC §2.4, §2.8)")
+    register("diffusion-gan", "diffflow_discriminator.diffusion_gan:DiffusionGanFlow",
+             "DiffFlow Diffusion-GAN / TDPM rows: learned score + noise-conditioned discriminator (SPEC §1.4)")
     register("score-gan", "diffflow_discriminator.score_gan:ScoreGanFlow",
              "Score GAN drift: smoothed KL on noised laws from data and generated EDM denoisers (SPEC §2.7)")
 
@@ -29,5 +31,9 @@ def register_presets(register):
              "DiffFlow GAN row (D grad d) with a learned noise-conditioned discriminator (SPEC §1.6)")
     register("diffflow-nsgan", "diffflow_discriminator.presets:DIFFFLOW_NSGAN",
              "DiffFlow NS-GAN row ((1 - D) grad d) with a learned noise-conditioned discriminator (SPEC §1.6)")
+    register("diffusion-gan", "diffflow_discriminator.presets:DIFFUSION_GAN",
+             "DiffFlow's Diffusion-GAN: reverse SDE of a learned score + learned GAN correction (SPEC §1.4)")
+    register("tdpm", "diffflow_discriminator.presets:TDPM",
+             "TDPM: learned GAN phase down to sigma_trunc, then the learned reverse SDE (SPEC §1.4)")
     register("score-gan", "diffflow_discriminator.presets:SCORE_GAN",
              "Score GAN: generator smoother driven by data/generated EDM scores (eqs 19, 25-28)")

@@ -55,3 +55,14 @@ def _diffflow(loss: str, summary: str) -> dict:
 
 DIFFFLOW_GAN = _diffflow("vanilla", "DiffFlow GAN row (beta = gamma = D), learned noise-conditioned discriminator")
 DIFFFLOW_NSGAN = _diffflow("non-saturating", "DiffFlow NS-GAN row (beta = gamma = 1 - D), learned discriminator")
+
+
+def _mixed(row: str, summary: str, **flow) -> dict:
+    return {**DISCRIMINATOR_FLOW, "summary": summary, "solver": "euler-maruyama",
+            "flow": {"name": "diffusion-gan", "row": row, "loss": "non-saturating", "eta": 5.0,
+                     "network": dict(_MLP), **flow}}
+
+
+DIFFUSION_GAN = _mixed("diffusion-gan", "DiffFlow Diffusion-GAN: g^2 s_q + w (1 - D) grad d, noise g", sigma_max=3.0)
+TDPM = _mixed("tdpm", "TDPM: GAN row at sigma_trunc for t < t1, then the reverse SDE to sigma = 0",
+              sigma_trunc=0.5, t1=0.5, eta=10.0)

@@ -96,7 +96,7 @@ class GeneratedDSM(Objective):
     """``generated-dsm``: trains ``D_rho`` on detached generator samples (unweighted DSM, sigma by eq 28), and
     the generator every ``score_steps`` iterations through the generator smoother's surrogate (eq 27)."""
 
-    def __init__(self, flow: ScoreGanFlow, score_steps: int = 10, lr: float = 2e-4, generator_lr: float = 2e-4,
+    def __init__(self, flow: ScoreGanFlow, score_steps: int = 10, lr: float | None = None, generator_lr: float | None = None,
                  betas=(0.5, 0.999), score_betas=(0.9, 0.999)) -> None:
         if not isinstance(flow, ScoreGanFlow):
             raise ConfigError(f"flow: objective 'generated-dsm' needs the 'score-gan' flow, got {type(flow).__name__}")

@@ -54,7 +54,7 @@ def test_gan_samples_in_one_network_pass():
 def test_short_gan_training_moves_the_generator_to_the_data():
     """Reduced end-to-end run: a small GAN on N((2, -1), 0.3^2) learns its mean (well away from g's start)."""
     target = torch.tensor([2.0, -1.0])
-    model = small_gan(gaussian_data(target.tolist()), steps=300, batch_size=64, lr=1e-3)
+    model = small_gan(gaussian_data(target.tolist()), steps=300, batch_size=64, lr=5e-4)
     start = model.sample(1000, seed=0).x.mean(0)
     history = model.fit()
     end = model.sample(1000, seed=0).x.mean(0)
