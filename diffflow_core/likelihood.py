@@ -78,8 +78,8 @@ def log_prob(model_or_flow: Any, x: Tensor, *, steps: int = 256, solver: str | S
 
     ``steps`` solver steps run over the flow's own grid reversed (data end -> prior end); a singular data
     end (EDM's sigma = 0) is dropped from a grid of ``steps + 1`` steps, so the solve starts at the
-    last regular point (sigma_min). ``exact`` chooses the exact trace
-    (default when the dimension is <= 16) or Hutchinson's estimator. ``dequantize=delta`` treats ``x`` as
+    last regular point (sigma_min). ``exact`` chooses the exact trace (default when the dimension is
+    <= 16) or Hutchinson's estimator. ``dequantize=delta`` treats ``x`` as
     discrete with bin width ``delta``: uniform noise in ``[0, delta)`` is added and the result is the
     variational lower bound ``log p(x + u) + D log delta`` on the discrete log-probability.
     """
@@ -93,6 +93,9 @@ def log_prob(model_or_flow: Any, x: Tensor, *, steps: int = 256, solver: str | S
         raise ConfigError(f"x: expected a tensor [N, *shape], got {getattr(x, 'shape', type(x).__name__)}")
     if flow.event_shape and tuple(x.shape[1:]) != tuple(flow.event_shape):
         raise ConfigError(f"x: expected particles of shape {tuple(flow.event_shape)}, got {tuple(x.shape[1:])}")
+    if flow.is_stochastic and type(flow).ode_drift is Flow.ode_drift:
+        raise ConfigError(f"flow {type(flow).__name__} is stochastic and defines no probability-flow ODE "
+                          "(override ode_drift to enable log_prob)")
     if dequantize is not None and not dequantize > 0:
         raise ConfigError(f"dequantize: expected a positive bin width, got {dequantize!r}")
     solver = registry("solvers").create(solver) if isinstance(solver, str) else solver
