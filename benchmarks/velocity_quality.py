@@ -60,8 +60,12 @@ def ring5(out: dict) -> None:
 
 def pc(out: dict) -> None:
     rows = {}
+    weights = RESULTS.parent / "velocity_ring5_fm.pt"
+    if not weights.exists():
+        raise SystemExit(f"section pc compares with the flow-matching model of section ring5: run ring5 first "
+                         f"(missing {weights})")
     fm = build(preset="rectified-flow", data="ring5", flow={"network": TOY_NET})
-    fm.load_state_dict(torch.load(RESULTS.parent / "velocity_ring5_fm.pt", weights_only=True))
+    fm.load_state_dict(torch.load(weights, weights_only=True))
     model, seconds = train("scoreflow", "ring5", flow={"network": TOY_NET}, train=TOY_TRAIN)
     for name, m in (("flow-matching", fm), ("path-constrained", model)):
         rows[name] = [w2_at(m, m.data, s, "euler") for s in (1, 2, 5, 10)]
