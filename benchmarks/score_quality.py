@@ -10,7 +10,7 @@ Trains each requested preset from scratch (seeded, one CPU thread), then measure
 
 Results are merged into ``benchmarks/results/score_quality.json`` (one entry per model, so models can be run
 separately) and the table is rewritten to ``docs/benchmarks/score.md``. Trained checkpoints under 5 MB are kept
-in ``benchmarks/results/score_<model>.pt``.
+in ``benchmarks/results/score_{ring5,digits}_edm.pt``.
 
     .venv/bin/python benchmarks/score_quality.py --models edm,vp,ve,ncsn,digits
     .venv/bin/python benchmarks/score_quality.py --models edm --train-steps 300 --quick   # smoke run
@@ -132,7 +132,8 @@ def keep_checkpoint(model, name: str) -> str | None:
 def run_ring5(name: str, args) -> dict[str, Any]:
     preset = name
     model, info = train(preset, "ring5", args.train_steps, args.seed, args.lr)
-    info["checkpoint"] = keep_checkpoint(model, f"ring5_{name}")
+    if name == "edm":  # the pretrained data score other families (Score GAN) reuse
+        info["checkpoint"] = keep_checkpoint(model, "ring5_edm")
     rows = []
     for label, solver, steps, mode in SAMPLERS[name]:
         row = w2_of(model, solver, steps, mode, args.seeds, args.n)
@@ -159,6 +160,44 @@ def run_digits(args) -> dict[str, Any]:
     print(f"[digits] FD {fd.fd:.3f} floor {fd.floor:.3f} ratio {fd.ratio:.2f}; shares "
           f"{hist.min_share:.3f}..{hist.max_share:.3f}", flush=True)
     return info
+
+
+def draw_figure(path: Path) -> None:
+    """Particles of EDM's PF-ODE with ring5's exact denoiser at several noise levels, and their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from diffflow_core.data import load_dataset
+    from diffflow_score.testing import exact_flow
+
+    data = load_dataset("ring5")
+    flow = exact_flow(data.denoise, "edm", (2,), sigma_min=0.002, sigma_max=80.0, rho=7.0)
+    solver = make_solver("heun")
+    times = flow.time_grid(18)
+    x0 = flow.prior(600, torch.Generator().manual_seed(0))
+    solver.solve(flow, x0, times, record=True)
+    path_ = solver.trajectory
+    shown = [5, 10, 14, 18]
+    fig, axes = plt.subplots(1, len(shown) + 1, figsize=(3.2 * (len(shown) + 1), 3.2))
+    for ax, i in zip(axes, shown):
+        ax.scatter(path_[i, :, 0], path_[i, :, 1], s=2, alpha=0.6)
+        ax.set_title(f"sigma = {float(times[i]):.3g}")
+    for k in range(60):
+        axes[-1].plot(path_[8:, k, 0], path_[8:, k, 1], lw=0.6, alpha=0.7)
+    axes[-1].set_title("paths from sigma = 3.6")
+    for ax in axes:
+        ax.set_xlim(-5, 5)
+        ax.set_ylim(-5, 5)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("EDM probability-flow ODE on ring5 (exact denoiser, Heun, 35 NFE)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -246,26 +285,39 @@ def main() -> None:
     parser.add_argument("--nll-steps", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="skip the NLL (smoke runs)")
+    parser.add_argument("--merge", type=Path, nargs="*", default=[],
+                        help="result files of separate runs (e.g. one model each, run in parallel) to merge in")
+    parser.add_argument("--figure", type=Path, default=None, help="only draw the PF-ODE figure to this PNG")
     parser.add_argument("--no-reference", action="store_true", help="skip the exact-score reference row")
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON file to merge results into")
     parser.add_argument("--doc", type=Path, default=DOC, help="markdown table to rewrite")
     args = parser.parse_args()
     results_path, doc_path = args.results, args.doc
     torch.set_num_threads(1)
+    if args.figure is not None:
+        draw_figure(args.figure)
+        return
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/score_quality.py " + " ".join(sys.argv[1:])
+    for other in args.merge:
+        part = json.loads(other.read_text())
+        results.update({k: v for k, v in part.items() if k not in ("commands", "verdicts")})
+        results.setdefault("commands", []).extend(c for c in part.get("commands", []) if c not in results["commands"])
     results.setdefault("commands", [])
-    if command not in results["commands"]:
+    if command not in results["commands"] and not args.merge:
         results["commands"].append(command)
     if "exact_reference" not in results and not args.no_reference:
         results["exact_reference"] = exact_reference(args.seeds, args.n)
         print(f"[exact] heun 35 NFE W2/floor {results['exact_reference']['ratio']:.3f}", flush=True)
-    for name in args.models.split(","):
+    for name in ([] if args.merge else args.models.split(",")):
         results[name] = run_digits(args) if name == "digits" else run_ring5(name, args)
         results["verdicts"] = verdicts(results)
         results_path.write_text(json.dumps(results, indent=2))
         write_doc(results, doc_path)
+    results["verdicts"] = verdicts(results)
+    results_path.write_text(json.dumps(results, indent=2))
+    write_doc(results, doc_path)
     print(json.dumps(results["verdicts"], indent=2))
 
 
