@@ -88,8 +88,9 @@ class DiscriminatorFlow(Flow):
         return self.net(x).reshape(x.shape[0])
 
     def drift(self, x: Tensor, t: Tensor) -> Tensor:
-        """``eta * grad_x h(x, t)`` with ``h = -c(f)`` (eq 16); no graph is kept."""
-        with torch.enable_grad():
+        """``eta * grad_x h(x, t)`` with ``h = -c(f)`` (eq 16): an input gradient only (the weights are frozen
+        meanwhile, so autograd records nothing for them) and no graph is kept."""
+        with torch.enable_grad(), frozen(self):
             x = x.detach().requires_grad_(True)
             h = self.loss.potential(self.logit(x, t))
             (grad,) = torch.autograd.grad(h.sum(), x)
@@ -138,15 +139,14 @@ class DiscriminatorFlow(Flow):
         x = x0[order].clone()
         dt = 1.0 / steps
         active = x.shape[0]
-        with frozen(self):
-            for j in range(int(counts[0]) if counts.numel() else 0):
-                while active and int(counts[active - 1]) <= j:
-                    active -= 1
-                t = torch.tensor(j * dt, dtype=x.dtype, device=x.device)
-                x[:active] += dt * self.drift(x[:active], t)
-                if self.is_stochastic:
-                    noise = torch.randn(x[:active].shape, generator=generator, dtype=x.dtype).to(x.device)
-                    x[:active] += self.diffusion(t) * dt ** 0.5 * noise
+        for j in range(int(counts[0]) if counts.numel() else 0):
+            while active and int(counts[active - 1]) <= j:
+                active -= 1
+            t = torch.tensor(j * dt, dtype=x.dtype, device=x.device)
+            x[:active] += dt * self.drift(x[:active], t)
+            if self.is_stochastic:
+                noise = torch.randn(x[:active].shape, generator=generator, dtype=x.dtype).to(x.device)
+                x[:active] += self.diffusion(t) * dt ** 0.5 * noise
         out = torch.empty_like(x)
         out[order] = x
         return out

@@ -60,7 +60,8 @@ class GanObjective(Objective):
                            generator: torch.Generator | None) -> Tensor:
         """Negated eq 15 plus the gradient penalty, with real and fake evaluated at the same times ``t``."""
         flow = self.flow
-        loss = flow.loss.discriminator_loss(flow.logit(real, t), flow.logit(fake.detach(), t))
+        both = flow.logit(torch.cat([real, fake.detach()]), None if t is None else torch.cat([t, t]))
+        loss = flow.loss.discriminator_loss(*both.split(real.shape[0]))
         if self.gp_weight:
             loss = loss + self.gp_weight * gradient_penalty(flow.logit, real, fake, t, generator, self.gp_center)
         return loss
