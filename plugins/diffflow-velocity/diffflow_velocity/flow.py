@@ -124,7 +124,8 @@ class VelocityFlow(Flow):
             return (1 - tt) * x1 + tt * x2, x2 - x1
         return x2 + (1 - tt) * x1, -x1
 
-    def prior(self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None) -> Tensor:
+    def prior(self, n: int, generator: torch.Generator | None = None,
+              device: torch.device | str | None = None) -> Tensor:
         """``n`` draws of the source law pi_1 (the particles at ``t = 0``)."""
         param = next(itertools.chain(self.parameters(), self.buffers()))
         return self.source.sample(n, generator, device if device is not None else param.device, param.dtype)

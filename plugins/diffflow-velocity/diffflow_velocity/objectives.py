@@ -17,13 +17,15 @@ from torch import Tensor
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Batch, Objective
 from diffflow_velocity.flow import VelocityFlow
+from diffflow_velocity.sources import draw_device
 
 __all__ = ["PathSample", "Coupling", "FlowMatching", "PathConstrained", "WEIGHTS"]
 
 
 @attrs.frozen
 class PathSample:
-    """Pairs ``x1 ~ pi_1``, ``x2 ~ pi_2``, times ``t [B]``, the path point ``xt``, its velocity ``target`` and labels."""
+    """Pairs ``x1 ~ pi_1``, ``x2 ~ pi_2``, times ``t [B]``, the path point ``xt``, its velocity ``target``,
+    and labels ``y``."""
 
     x1: Tensor
     x2: Tensor
@@ -43,8 +45,7 @@ class Coupling:
 
 
 def _uniform(n: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
-    draw = torch.rand(n, generator=generator, dtype=like.dtype,
-                      device=generator.device if generator is not None else like.device)
+    draw = torch.rand(n, generator=generator, dtype=like.dtype, device=draw_device(generator, like.device))
     return draw.to(like.device)
 
 
@@ -74,7 +75,7 @@ class _PathObjective(Objective):
         n, like = len(batch), batch.x
         if self.coupling is not None:
             index = torch.randint(0, self.coupling.x1.shape[0], (n,), generator=generator,
-                                  device=generator.device if generator is not None else "cpu").to(self.coupling.x1.device)
+                                  device=draw_device(generator, "cpu")).to(self.coupling.x1.device)
             x1, x2 = self.coupling.x1[index].to(like), self.coupling.x2[index].to(like)
             y = None if self.coupling.y is None else self.coupling.y[index].to(like.device)
         else:
@@ -114,7 +115,8 @@ class _PathObjective(Objective):
         x1 = flow.prior(n, generator=generator, device=model.device)
         y = None
         if flow.conditional:
-            y = torch.randint(0, flow.num_classes, (n,), generator=generator, device=generator.device).to(x1.device)
+            y = torch.randint(0, flow.num_classes, (n,), generator=generator,
+                              device=draw_device(generator, "cpu")).to(x1.device)
         with flow.sampling(label=y) if y is not None else contextlib.nullcontext():
             x2 = model._solver(solver).solve(flow, x1, flow.time_grid(steps).to(x1), smoother=model.smoother)
         self.coupling = Coupling(x1, x2, y)

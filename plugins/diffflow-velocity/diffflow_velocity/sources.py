@@ -14,7 +14,12 @@ from torch import Tensor
 from diffflow_core.data import Dataset, load_dataset
 from diffflow_core.errors import ConfigError
 
-__all__ = ["Source", "GaussianSource", "DatasetSource", "make_source"]
+__all__ = ["Source", "GaussianSource", "DatasetSource", "make_source", "draw_device"]
+
+
+def draw_device(generator: torch.Generator | None, fallback: torch.device | str) -> torch.device | str:
+    """Where a draw with ``generator`` must happen (its own device); results are moved afterwards."""
+    return generator.device if generator is not None else fallback
 
 
 class Source:
@@ -41,7 +46,7 @@ class GaussianSource(Source):
 
     def sample(self, n, generator=None, device="cpu", dtype=torch.float32):
         noise = torch.randn((n, *self.event_shape), generator=generator, dtype=dtype,
-                            device=generator.device if generator is not None else device)
+                            device=draw_device(generator, device))
         return self.std * noise.to(device)
 
     def log_prob(self, x: Tensor) -> Tensor:
@@ -69,7 +74,7 @@ class DatasetSource(Source):
             draw = self.dataset.sample(n, generator=generator)
         else:
             index = torch.randint(0, self.rows.shape[0], (n,), generator=generator,
-                                  device=generator.device if generator is not None else "cpu")
+                                  device=draw_device(generator, "cpu"))
             draw = self.rows[index.cpu()]
         return draw.to(device=device, dtype=dtype)
 

@@ -6,9 +6,10 @@ from the same source law (here: Gaussian noise), so a point keeps its latent cod
 
 ``difference`` (the paper's form): ``x_c2 = x_c1 + int_0^1 [f(x, t, c2) - f(x, t, c1)] dt``. Caveat: the fields
 are trained only on path points ``x(t)`` of their own law at time ``t``, whereas this integral evaluates them
-at points that are near the data end at every ``t`` (off their training support). It is therefore only formally valid: even for two Gaussians
-of equal covariance it shifts the mean by ``(m2 - m1) int_0^1 (1 - t) / Sigma_t dt`` instead of ``m2 - m1``.
-It is offered for comparison, not as the recommended route.
+at points near the data end at every ``t`` (off their training support). It is therefore only formally
+valid: even for two Gaussians of identity covariance it shifts the mean by
+``(m2 - m1) int_0^1 (1 - t) / ((1 - t)^2 + t^2) dt`` (about 0.79 (m2 - m1)) instead of ``m2 - m1``. It is offered
+for comparison, not as the recommended route.
 
 An end point (``source`` or ``target``) is a class label of a conditional flow, ``None`` for the flow's
 unconditional (null-label) field, or another velocity flow that shares the same latent law.
