@@ -1,0 +1,146 @@
+"""The ``ndm`` flow: Neural Diffusion Models (SPEC §3) with a forward transform ``F_phi`` and a reverse model ``x_hat_theta``.
+
+Forward process ``q(z_t | x) = N(alpha_t F(x, t), sigma_t^2 I)``; the reverse model substitutes
+``x_hat_theta(z_t, t)`` for ``x``. Sampling runs from t = 1 (prior ``N(0, I)``) down to t = 0 in one of three ways:
+
+- ``mode="ode"``: the probability-flow ODE ``dz/dt = d_t[alpha F](x_hat, t) + (sigma'/sigma)(z - alpha F(x_hat, t))``
+  (SPEC §3.3), for ``euler`` / ``heun``; it is also :meth:`ode_drift`, which the kernel's likelihood integrates;
+- ``mode="sde"``: the reverse SDE ``dz = [f - g^2 s] dt + g dw`` for ``euler-maruyama``;
+- the discrete ancestral samplers ``ndm-ddpm`` / ``ndm-ddim`` through :meth:`ancestral_step` (any mode).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from diffflow_core.data import Dataset
+from diffflow_core.errors import ConfigError
+from diffflow_core.interfaces import Flow, as_time, check_steps
+from diffflow_core.networks import build_network
+
+from diffflow_ndm.schedules import Schedule, build_schedule
+from diffflow_ndm.transforms import Transform, as_column, build_transform
+
+__all__ = ["NDMFlow"]
+
+_MODES = ("ode", "sde")
+
+
+class NDMFlow(Flow):
+    """NDM flow owning ``x_hat_theta`` (``network``), ``F_phi`` (``transform``) and the ``schedule``.
+
+    ``time_power`` shapes the sampling grid (:meth:`time_grid`). ``precondition`` wraps the network EDM-style in VP coordinates, ``x_hat = c_skip z + c_out net(c_in z, t)``
+    with ``c_skip = alpha s_d^2 / (alpha^2 s_d^2 + sigma^2)``, ``c_out = sigma s_d / sqrt(.)``, ``c_in = 1 / sqrt(.)``
+    (``s_d = sigma_data``, from the data when given): the untrained model is the Gaussian posterior mean.
+    """
+
+    def __init__(self, network: str | dict[str, Any] | nn.Module = "mlp",
+                 transform: str | dict[str, Any] | Transform = "identity",
+                 schedule: str | dict[str, Any] | Schedule = "cosine", mode: str = "ode",
+                 precondition: bool = True, sigma_data: float | None = None, time_power: float = 2.0,
+                 event_shape: tuple[int, ...] = (2,), data: Dataset | None = None) -> None:
+        super().__init__()
+        if mode not in _MODES:
+            raise ConfigError(f"mode: expected one of {', '.join(_MODES)}, got {mode!r}")
+        if not time_power >= 1:
+            raise ConfigError(f"time_power: expected a number >= 1, got {time_power!r}")
+        if sigma_data is not None and not sigma_data > 0:
+            raise ConfigError(f"sigma_data: expected a positive number, got {sigma_data!r}")
+        self.event_shape = tuple(event_shape)
+        self.mode = mode
+        self.time_power = float(time_power)
+        self.precondition = bool(precondition)
+        self.sigma_data = float(sigma_data if sigma_data is not None
+                                else (data.train.std() if data is not None else 1.0))
+        self.schedule = build_schedule(schedule)
+        self.transform = build_transform(transform, self.event_shape)
+        self.net = build_network(network, in_shape=self.event_shape, out_shape=self.event_shape,
+                                 time_conditioned=True)
+        if mode == "sde" and float(self.schedule(torch.ones(1))[0]) == 0.0:
+            raise ConfigError("mode: the reverse SDE needs alpha_1 > 0 (its drift has d log alpha/dt), but this "
+                              "schedule has alpha_1 = 0; use mode='ode' or an ancestral solver (ndm-ddpm/ndm-ddim)")
+
+    # -- the model ------------------------------------------------------------------------------------
+    @property
+    def is_stochastic(self) -> bool:
+        return self.mode == "sde"
+
+    def denoise(self, z: Tensor, t: Tensor) -> Tensor:
+        """``x_hat_theta(z_t, t)``, the reverse model's estimate of ``x`` (SPEC §3.1)."""
+        t = as_time(t, z)
+        if not self.precondition:
+            return self.net(z, t)
+        alpha, sigma = (as_column(c, z) for c in self.schedule(t))
+        scale = (alpha ** 2 * self.sigma_data ** 2 + sigma ** 2).sqrt()
+        skip = alpha * self.sigma_data ** 2 / scale ** 2
+        return skip * z + (sigma * self.sigma_data / scale) * self.net(z / scale, t)
+
+    def marginal(self, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """``z_t = alpha_t F(x, t) + sigma_t eps ~ q(z_t | x)``."""
+        alpha, sigma = (as_column(c, x) for c in self.schedule(t))
+        return alpha * self.transform(x, t) + sigma * eps
+
+    def posterior_coefficients(self, t: Tensor, s: Tensor, eta: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+        """``(alpha_s, c, var)`` ``[N]`` of the DDIM-like posterior ``q(z_s | z_t, x)`` (SPEC §3.1), whose mean is
+        ``alpha_s F(x, s) + c (z_t - alpha_t F(x, t))`` with ``c = sqrt(sigma_s^2 - var) / sigma_t``.
+
+        ``var = eta^2 sigma~^2_{s|t}`` with DDPM's ``sigma~^2_{s|t} = -sigma_s^2 expm1(lambda_t - lambda_s)``
+        (``eta = 1``: DDPM, ``eta = 0``: deterministic DDIM), written in log-SNR to avoid cancellation.
+        """
+        (alpha_s, sigma_s), (_, sigma_t) = self.schedule(s), self.schedule(t)
+        shrink = torch.expm1(self.schedule.log_snr(t) - self.schedule.log_snr(s))
+        var = -eta ** 2 * sigma_s ** 2 * shrink
+        return alpha_s, sigma_s * (1 + eta ** 2 * shrink).clamp_min(0).sqrt() / sigma_t, var
+
+    def posterior(self, z_t: Tensor, x: Tensor, t: Tensor, s: Tensor, eta: float = 1.0) -> tuple[Tensor, Tensor]:
+        """Mean ``[N, *shape]`` and variance ``[N]`` of ``q(z_s | z_t, x)`` (SPEC §3.1)."""
+        alpha_s, c, var = self.posterior_coefficients(t, s, eta)
+        alpha_t = self.schedule(t)[0]
+        mean = (as_column(alpha_s, x) * self.transform(x, s)
+                + as_column(c, x) * (z_t - as_column(alpha_t, x) * self.transform(x, t)))
+        return mean, var
+
+    def velocity(self, z: Tensor, t: Tensor, x: Tensor, kind: str) -> Tensor:
+        """Conditional velocity given ``x``: the ODE's ``d_t[alpha F] + (sigma'/sigma)(z - alpha F)`` or the reverse
+        SDE's ``f - g^2 s = (alpha'/alpha) z + alpha d_tF + (g^2/sigma^2)(z - alpha F)`` (SPEC §3.3)."""
+        t = as_time(t, z)
+        c = self.schedule.coefficients(t)
+        value, d_value = self.transform.with_time_derivative(x, t)
+        alpha, dalpha = as_column(c.alpha, z), as_column(c.dalpha, z)
+        residual = z - alpha * value
+        if kind == "ode":
+            return dalpha * value + alpha * d_value + as_column(c.dsigma / c.sigma, z) * residual
+        return (dalpha / alpha) * z + alpha * d_value + as_column(c.rate, z) * residual
+
+    # -- the Flow contract ----------------------------------------------------------------------------
+    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.velocity(x, t, self.denoise(x, t), self.mode)
+
+    def ode_drift(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.velocity(x, t, self.denoise(x, t), "ode")
+
+    def diffusion(self, t: Tensor) -> Tensor | float:
+        if self.mode != "sde":
+            return 0.0
+        t = torch.as_tensor(t, dtype=torch.get_default_dtype()).reshape(1)
+        return self.schedule.coefficients(t).g2.sqrt()[0]
+
+    def time_grid(self, steps: int) -> Tensor:
+        """``steps + 1`` times ``t_i = (1 - i/steps)^time_power`` from 1 (the prior) down to 0 (the data).
+
+        ``time_power > 1`` refines the grid near t = 0, where ``sigma'/sigma`` is large (stiff ODE, small noise).
+        """
+        check_steps(steps)
+        return torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64).pow(self.time_power).float()
+
+    def ancestral_step(self, z: Tensor, t: Tensor, s: Tensor, eta: float,
+                       generator: torch.Generator | None) -> Tensor:
+        """``z_s ~ p_theta(z_s | z_t) = q(z_s | z_t, x = x_hat_theta(z_t, t))`` (SPEC §3.1)."""
+        t, s = as_time(t, z), as_time(s, z)
+        mean, var = self.posterior(z, self.denoise(z, t), t, s, eta)
+        if eta == 0:
+            return mean
+        noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+        return mean + as_column(var.sqrt(), z) * noise

@@ -1,0 +1,150 @@
+"""NELBO objectives of Neural Diffusion Models: ``nelbo`` (T discrete steps, SPEC §3.2) and ``nelbo-continuous``
+(T -> infinity, SPEC §3.3). Both train ``F_phi``, ``x_hat_theta`` and a learnable schedule jointly on
+
+    L = L_rec + L_diff + L_prior,
+
+with ``L_diff`` estimated by one importance-sampled time per example (SPEC §3.4). The training loss is the
+batch mean of ``L / D`` (nats per dimension); :meth:`NELBOObjective.terms` returns the three terms per example.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor
+
+from diffflow_core.errors import ConfigError
+from diffflow_core.interfaces import Batch, Objective
+
+from diffflow_ndm.flow import NDMFlow
+from diffflow_ndm.proposals import Proposal, build_proposal
+from diffflow_ndm.transforms import as_column
+
+__all__ = ["NELBOTerms", "NELBOObjective", "DiscreteNELBO", "ContinuousNELBO", "reconstruction_nll", "prior_kl",
+           "discrete_kl", "continuous_integrand"]
+
+
+@attrs.frozen
+class NELBOTerms:
+    """Per-example NELBO terms in nats ``[N]``: ``rec = -log p(x | z_0)``, ``diff = L_diff``, ``prior = L_prior``."""
+
+    rec: Tensor
+    diff: Tensor
+    prior: Tensor
+
+    @property
+    def total(self) -> Tensor:
+        return self.rec + self.diff + self.prior
+
+
+def _flat_sq(x: Tensor) -> Tensor:
+    return x.flatten(1).pow(2).sum(1)
+
+
+def _times(value: float, x: Tensor) -> Tensor:
+    return torch.full((x.shape[0],), value, dtype=x.dtype, device=x.device)
+
+
+def reconstruction_nll(flow: NDMFlow, x: Tensor, eps: Tensor) -> Tensor:
+    """``L_rec = -log p(x | z_0)``, ``z_0 = alpha_0 F(x, 0) + sigma_0 eps`` and the Gaussian decoder
+    ``N(x; decode(z_0 / alpha_0), tau^2 I)`` with ``tau = sigma_0 / alpha_0`` by default (SPEC §3.2)."""
+    zero = _times(0.0, x)
+    alpha_0, sigma_0 = flow.schedule(zero)
+    mean = flow.transform.decode(flow.marginal(x, zero, eps) / as_column(alpha_0, x))
+    log_tau = flow.transform.decoder_log_scale((sigma_0 / alpha_0).log())
+    dims = x[0].numel()
+    return (0.5 * _flat_sq(x - mean) * torch.exp(-2 * log_tau) + dims * log_tau
+            + 0.5 * dims * math.log(2 * math.pi))
+
+
+def prior_kl(flow: NDMFlow, x: Tensor) -> Tensor:
+    """``L_prior = KL(q(z_1 | x) || N(0, I)) = 1/2 [alpha_1^2 ||F(x, 1)||^2 + D (sigma_1^2 - 1 - log sigma_1^2)]``."""
+    one = _times(1.0, x)
+    alpha_1, sigma_1 = flow.schedule(one)
+    var = sigma_1 ** 2
+    return 0.5 * (alpha_1 ** 2 * _flat_sq(flow.transform(x, one)) + x[0].numel() * (var - 1 - var.log()))
+
+
+def discrete_kl(flow: NDMFlow, x: Tensor, t: Tensor, s: Tensor, eps: Tensor) -> Tensor:
+    """``KL(q(z_s | z_t, x) || p_theta(z_s | z_t)) = ||dmu||^2 / (2 sigma~^2_{s|t})`` at ``z_t = alpha_t F(x, t) + sigma_t eps``,
+    ``dmu = alpha_s [F(x, s) - F(x_hat, s)] - c alpha_t [F(x, t) - F(x_hat, t)]`` (SPEC §3.2)."""
+    x_hat = flow.denoise(flow.marginal(x, t, eps), t)
+    alpha_s, c, var = flow.posterior_coefficients(t, s)
+    alpha_t = flow.schedule(t)[0]
+    gap_s = flow.transform(x, s) - flow.transform(x_hat, s)
+    gap_t = flow.transform(x, t) - flow.transform(x_hat, t)
+    dmu = as_column(alpha_s, x) * gap_s - as_column(c * alpha_t, x) * gap_t
+    return _flat_sq(dmu) / (2 * var)
+
+
+def continuous_integrand(flow: NDMFlow, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+    """The continuous diffusion-loss integrand at ``t`` (SPEC §3.3), ``L_diff^inf = E_t[.]``:
+
+        1/2 g^-2 || alpha (d_tF(x) - d_tF(x_hat)) - (g^2 alpha / sigma^2)(F(x) - F(x_hat)) ||^2,
+
+    written with ``r = g^2 / sigma^2 = -d lambda/dt`` as ``||alpha (dF gap - r F gap)||^2 / (2 sigma^2 r)``.
+    ``(F, d_tF)`` come from one JVP at ``x`` and one at ``x_hat`` (gradients flow through ``x_hat``).
+    """
+    c = flow.schedule.coefficients(t)
+    value, d_value = flow.transform.with_time_derivative(x, t)
+    z = as_column(c.alpha, x) * value + as_column(c.sigma, x) * eps
+    value_hat, d_value_hat = flow.transform.with_time_derivative(flow.denoise(z, t), t)
+    rate = c.rate
+    gap = as_column(c.alpha, x) * ((d_value - d_value_hat) - as_column(rate, x) * (value - value_hat))
+    return _flat_sq(gap) / (2 * c.sigma ** 2 * rate)
+
+
+class NELBOObjective(Objective):
+    """Shared parts: the proposal of times, the three terms, the per-dimension training loss."""
+
+    def __init__(self, proposal: str | dict[str, Any] | Proposal = "uniform") -> None:
+        self.proposal = build_proposal(proposal)
+
+    def diffusion_term(self, flow: NDMFlow, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        raise NotImplementedError
+
+    def terms(self, flow: NDMFlow, x: Tensor, generator: torch.Generator | None = None) -> NELBOTerms:
+        """One-sample estimates of ``L_rec``, ``L_diff``, ``L_prior`` for each example of ``x``."""
+        if not isinstance(flow, NDMFlow):
+            raise ConfigError(f"objective: the NELBO needs an 'ndm' flow, got {type(flow).__name__}")
+        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        return NELBOTerms(reconstruction_nll(flow, x, eps), self.diffusion_term(flow, x, generator),
+                          prior_kl(flow, x))
+
+    def loss(self, flow: NDMFlow, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
+        """Batch mean of the NELBO per dimension (nats)."""
+        return self.terms(flow, batch.x, generator).total.mean() / batch.x[0].numel()
+
+
+class DiscreteNELBO(NELBOObjective):
+    """``nelbo``: ``T`` steps ``t(i) = i/T``, ``s(i) = (i-1)/T``; ``L_diff = E_{i ~ P}[KL_i / P(i)]``
+    (``T E_i[KL_i]`` for the uniform proposal)."""
+
+    def __init__(self, steps: int = 1000, proposal: str | dict[str, Any] | Proposal = "uniform") -> None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"steps: expected a positive integer number of diffusion steps T, got {steps!r}")
+        super().__init__(proposal)
+        self.steps = steps
+
+    def diffusion_term(self, flow: NDMFlow, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        probs = self.proposal.step_probabilities(self.steps, flow)
+        index = torch.multinomial(probs, x.shape[0], replacement=True, generator=generator)
+        t = ((index + 1).double() / self.steps).to(device=x.device, dtype=x.dtype)
+        s = (index.double() / self.steps).to(device=x.device, dtype=x.dtype)
+        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        kl = discrete_kl(flow, x, t, s, eps)
+        self.proposal.update(t, kl * self.steps)
+        return kl / probs[index].to(device=x.device, dtype=x.dtype)
+
+
+class ContinuousNELBO(NELBOObjective):
+    """``nelbo-continuous``: ``L_diff^inf = E_{t ~ pi}[integrand(t) / pi(t)]`` (SPEC §3.3-3.4)."""
+
+    def diffusion_term(self, flow: NDMFlow, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        t, density = self.proposal.sample(x.shape[0], flow, generator, x.device, x.dtype)
+        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        value = continuous_integrand(flow, x, t, eps)
+        self.proposal.update(t, value)
+        return value / density

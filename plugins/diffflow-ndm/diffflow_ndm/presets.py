@@ -1,0 +1,44 @@
+"""Presets: the special cases of SPEC §3.5 as recipes (documented in docs/flows/ndm.md).
+
+Every preset uses the same MLP reverse model on 2-D data; override ``flow.network`` for images.
+"""
+from __future__ import annotations
+
+_NET = {"name": "mlp", "hidden": 256, "depth": 3}
+_TRAIN = {"steps": 4000, "batch_size": 256, "lr": 1e-3, "warmup": 100, "grad_clip": 1.0, "ema": 0.999}
+
+NDM = {
+    "summary": "Neural Diffusion Model: learned F_phi(x, t) = (1 - t) x + t Fbar(x, t), VP cosine, continuous NELBO, ODE",
+    "flow": {"name": "ndm", "network": _NET, "schedule": "cosine", "mode": "ode",
+             "transform": {"name": "learned", "network": _NET}},
+    "objective": {"name": "nelbo-continuous", "proposal": "logsnr"},
+    "solver": "heun", "train": _TRAIN, "sample": {"steps": 100},
+}
+
+DDPM = {
+    "summary": "DDPM: F = x, linear VP schedule, discrete NELBO (T = 1000), ancestral sampling",
+    "flow": {"name": "ndm", "network": _NET, "schedule": "linear", "transform": "identity"},
+    "objective": {"name": "nelbo", "steps": 1000},
+    "solver": "ndm-ddpm", "train": _TRAIN, "sample": {"steps": 1000},
+}
+
+DDIM = {
+    "summary": "DDIM: F = x, linear VP schedule, discrete NELBO, deterministic eta = 0 sampler",
+    "flow": {"name": "ndm", "network": _NET, "schedule": "linear", "transform": "identity"},
+    "objective": {"name": "nelbo", "steps": 1000},
+    "solver": "ndm-ddim", "train": _TRAIN, "sample": {"steps": 50},
+}
+
+VDM = {
+    "summary": "VDM: F = x, learnable monotone log-SNR schedule, continuous NELBO (-1/2 SNR' ||x - x_hat||^2)",
+    "flow": {"name": "ndm", "network": _NET, "schedule": "learned", "transform": "identity"},
+    "objective": {"name": "nelbo-continuous", "proposal": "logsnr"},
+    "solver": "ndm-ddpm", "train": _TRAIN, "sample": {"steps": 1000},
+}
+
+FLOW_MATCHING = {
+    "summary": "Flow matching / rectified flow as an NDM: F = x, alpha = 1 - t, sigma = t (+1e-3), continuous NELBO, ODE",
+    "flow": {"name": "ndm", "network": _NET, "schedule": "flow-matching", "transform": "identity", "mode": "ode"},
+    "objective": {"name": "nelbo-continuous", "proposal": "logsnr"},
+    "solver": "heun", "train": _TRAIN, "sample": {"steps": 100},
+}
