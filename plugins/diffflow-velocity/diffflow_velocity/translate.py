@@ -8,7 +8,7 @@ from the same source law (here: Gaussian noise), so a point keeps its latent cod
 are trained only on path points ``x(t)`` of their own law at time ``t``, whereas this integral evaluates them
 at points near the data end at every ``t`` (off their training support). It is therefore only formally
 valid: even for two Gaussians of identity covariance it shifts the mean by
-``(m2 - m1) int_0^1 (1 - t) / ((1 - t)^2 + t^2) dt`` (about 0.79 (m2 - m1)) instead of ``m2 - m1``. It is offered
+``(m2 - m1) int_0^1 (1 - t) / ((1 - t)^2 + t^2) dt`` = (pi/4) (m2 - m1) instead of ``m2 - m1``. It is offered
 for comparison, not as the recommended route.
 
 An end point (``source`` or ``target``) is a class label of a conditional flow, ``None`` for the flow's
