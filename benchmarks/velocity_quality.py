@@ -7,6 +7,7 @@ Sections (run all, or name some on the command line):
               W2 / floor at 1, 2, 5, 10 NFE (Euler); the FM model is the one of ``ring5``.
 * ``pc-multi`` the multi-step path-constrained variant (3 Euler steps over a horizon of 0.2), same budget.
 * ``reflow``  the ring5 flow-matching model re-paired by its own couplings, then fine-tuned: W2 at 1-10 NFE.
+* ``nll``     the ring5 model's test NLL by the kernel's probability-flow likelihood vs the exact data NLL.
 * ``moons``   8gaussians -> moons (a dataset source, independent pairs, no minibatch OT), 5,000 steps, batch 256:
               W2 and its floor at <= 10 NFE.
 * ``digits``  class-conditional flow with label dropout on digits: guidance w = 2 class agreement of the digits
@@ -96,6 +97,19 @@ def reflow(out: dict) -> None:
                      "rows": [w2_at(model, model.data, s, "euler") for s in (1, 2, 5, 10)]}
 
 
+def nll(out: dict) -> None:
+    from diffflow_core.likelihood import log_prob
+
+    model = _ring5_fm()
+    x = model.data.test[:1000]
+    exact = float(-model.data.log_prob(x).mean())
+    rows = []
+    for steps in (8, 32, 128):
+        result = log_prob(model, x, steps=steps, solver="heun")
+        rows.append({"steps": steps, "nfe": result.nfe, "nll": result.mean_nll})
+    out["nll"] = {"n": x.shape[0], "exact_data_nll": exact, "rows": rows}
+
+
 def moons(out: dict) -> None:
     model, seconds = train("rectified-flow", "moons", flow={"network": TOY_NET, "source": {"name": "dataset",
                                                                                           "data": "8gaussians"}},
@@ -131,7 +145,7 @@ def digits(out: dict) -> None:
     out["digits"] = {"train_seconds": seconds, "guidance_agreement": guided, "translation": pairs}
 
 
-SECTIONS = {"ring5": ring5, "pc": pc, "pc-multi": pc_multi, "reflow": reflow, "moons": moons, "digits": digits}
+SECTIONS = {"ring5": ring5, "pc": pc, "pc-multi": pc_multi, "reflow": reflow, "nll": nll, "moons": moons, "digits": digits}
 
 
 def main(names: list[str]) -> None:
