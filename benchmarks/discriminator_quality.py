@@ -104,7 +104,8 @@ def pictures(model, history, tag: str, folder: Path, steps: int, solver) -> None
     evals = [r for r in history.records if "eval/max_deviation" in r]
     if evals:
         plots.curve([r["step"] for r in evals], [r["eval/max_deviation"] for r in evals],
-                    folder / f"discriminator_{tag}_coverage.png", ylabel="max |share - 20%| (points)", reference=5.0)
+                    folder / f"discriminator_{tag}_coverage.png", ylabel="max |share - 20%| (points)", reference=5.0,
+                    reference_label="target: 5 points")
     if not hasattr(model.flow, "logit"):
         return
     if hasattr(model.smoother, "sample"):
