@@ -72,6 +72,7 @@ class Exploit:
         return (Path.touch, (Path(self.marker),))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("as_zip", [True, False])
 def test_malicious_pickle_is_never_executed(tmp_path, as_zip):
     marker = tmp_path / "pwned"
