@@ -34,10 +34,9 @@ CHECKPOINT_LIMIT = 5 * 2 ** 20
 #: Samplers evaluated per ring5 model: (label, solver spec, steps, flow mode).
 SAMPLERS = {
     "edm": [("heun", "heun", 18, "ode"), ("heun", "heun", 9, "ode"),
-            ("edm-churn S_churn=5", {"name": "edm-churn", "s_churn": 5.0}, 18, "ode"),
-            ("euler-maruyama (reverse SDE)", "euler-maruyama", 100, "sde")],
-    "vp": [("heun", "heun", 50, "ode"), ("euler-maruyama (reverse SDE)", "euler-maruyama", 100, "sde")],
-    "ve": [("heun", "heun", 50, "ode"), ("euler-maruyama (reverse SDE)", "euler-maruyama", 100, "sde")],
+            ("edm-churn S_churn=5", {"name": "edm-churn", "s_churn": 5.0}, 18, "ode")],
+    "vp": [("heun", "heun", 50, "ode")],
+    "ve": [("heun", "heun", 50, "ode")],
     "ncsn": [("annealed-langevin 10x10", None, 10, "ode")],
 }
 #: Acceptance thresholds on the W2 ratio: (model, max NFE) -> bound.
@@ -99,8 +98,10 @@ def test_nll(model, n_test: int, steps: int) -> dict[str, Any]:
             "steps": steps, "nfe": result.nfe, "seconds": time.perf_counter() - start}
 
 
-def train(preset: str, data: str, steps: int | None, seed: int, lr: float | None = None):
+def train(preset: str, data: str, steps: int | None, seed: int, lr: float | None = None, init: Path | None = None):
+    """Build ``preset`` on ``data`` and train it; ``init`` continues from a checkpoint's weights (a second phase)."""
     from diffflow_core.build import build
+    from diffflow_core.checkpoint import read_checkpoint
 
     overrides: dict[str, Any] = {"progress": False, "seed": seed}
     if steps is not None:
@@ -108,11 +109,14 @@ def train(preset: str, data: str, steps: int | None, seed: int, lr: float | None
     if lr is not None:
         overrides["lr"] = lr
     model = build(preset=preset, data=data, train=overrides)
+    if init is not None:
+        model.load_state_dict(read_checkpoint(init)["state_dict"])
     history = model.fit()
     losses = history.series("loss/model")
     info = {"preset": preset, "data": data, "train_steps": model.config.train.steps,
             "batch_size": model.config.train.batch_size, "lr": model.config.train.lr, "network": _network_name(model),
-            "train_seconds": history.seconds, "loss_first": losses[0], "loss_last": losses[-1]}
+            "train_seconds": history.seconds, "loss_first": losses[0], "loss_last": losses[-1],
+            "init": None if init is None else str(init)}
     return model, info
 
 
@@ -131,7 +135,7 @@ def keep_checkpoint(model, name: str) -> str | None:
 
 def run_ring5(name: str, args) -> dict[str, Any]:
     preset = name
-    model, info = train(preset, "ring5", args.train_steps, args.seed, args.lr)
+    model, info = train(preset, "ring5", args.train_steps, args.seed, args.lr, args.init)
     if name == "edm":  # the pretrained data score other families (Score GAN) reuse
         info["checkpoint"] = keep_checkpoint(model, "ring5_edm")
     rows = []
@@ -267,6 +271,8 @@ def write_doc(results: dict[str, Any], doc: Path) -> None:
             lines.append(f"| {name} | {info['data']} | {info['network']} | {info['train_steps']} | "
                          f"{info['batch_size']} | {info['lr']:g} | {info['train_seconds']:.0f} | "
                          f"{info['loss_first']:.3f} -> {info['loss_last']:.3f} |")
+    if results.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in results["notes"]]
     lines += ["", "## Commands", "", "```", *results.get("commands", []), "```", ""]
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(lines))
@@ -277,6 +283,8 @@ def main() -> None:
     parser.add_argument("--models", default="edm,vp,ve,ncsn,digits")
     parser.add_argument("--train-steps", type=int, default=None, help="override the presets' iterations (ring5)")
     parser.add_argument("--lr", type=float, default=None, help="override the presets' learning rate")
+    parser.add_argument("--note", action="append", default=[], help="a line for the doc's notes")
+    parser.add_argument("--init", type=Path, default=None, help="continue training from this checkpoint's weights")
     parser.add_argument("--digits-steps", type=int, default=None)
     parser.add_argument("--digits-samples", type=int, default=3000)
     parser.add_argument("--seeds", type=int, default=3)
@@ -304,6 +312,7 @@ def main() -> None:
         part = json.loads(other.read_text())
         results.update({k: v for k, v in part.items() if k not in ("commands", "verdicts")})
         results.setdefault("commands", []).extend(c for c in part.get("commands", []) if c not in results["commands"])
+    results.setdefault("notes", []).extend(n for n in args.note if n not in results["notes"])
     results.setdefault("commands", [])
     if command not in results["commands"] and not args.merge:
         results["commands"].append(command)
