@@ -15,8 +15,8 @@ PRESETS: dict[str, tuple[str, dict]] = {
     "langevin": ("Langevin dynamics on the data score (analytic when available)", {
         "flow": {"name": "langevin", "horizon": 10.0}, "solver": _SDE, "sample": {"steps": 1000}}),
     "annealed-langevin": ("Annealed Langevin (NCSN) over 15 noise levels from 3 to 0.01", {
-        "flow": {"name": "annealed-langevin", "sigma_max": 3.0, "sigma_min": 0.01, "levels": 15, "tau": 10.0},
-        "solver": _SDE, "sample": {"steps": 1500}}),
+        "flow": {"name": "annealed-langevin", "sigma_max": 3.0, "sigma_min": 0.01, "levels": 15, "tau": 20.0},
+        "solver": _SDE, "sample": {"steps": 2000}}),
     "kl": ("Forward-KL flow with a particle KDE and the target smoothed by the same kernel", {
         "flow": {"name": "kl", "smooth_target": True, "horizon": 3.0}, "solver": "euler", "sample": {"steps": 300}}),
     "svgd": ("SVGD: the KL flow through the Stein kernel (integration-by-parts form)", {
