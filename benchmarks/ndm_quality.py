@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from diffflow_core.build import build
+from diffflow_core.interfaces import Batch
 from diffflow_core.likelihood import log_prob
 from diffflow_core.metrics.wasserstein import w2_ratio
 
@@ -50,7 +51,10 @@ def run(args: argparse.Namespace) -> dict:
     results = {"data": args.data, "train_steps": args.steps, "variants": {}}
     train = {"steps": args.steps, "batch_size": 256, "lr": 1e-3, "warmup": 100, "grad_clip": 1.0,
              "ema": args.ema, "progress": False, "seed": 0}
-    for name, flow in variants(args.hidden).items():
+    chosen = variants(args.hidden)
+    if args.variant is not None:
+        chosen = {name: flow for i, (name, flow) in enumerate(chosen.items()) if i == args.variant}
+    for name, flow in chosen.items():
         model = build(preset="ndm", data=args.data, flow=flow, train=train)
         params = sum(p.numel() for p in model.flow.parameters())
         start = time.perf_counter()
@@ -64,10 +68,55 @@ def run(args: argparse.Namespace) -> dict:
         row["ode_nll_bpd"] = float(ll.bpd.mean())
         row["w2"] = {}
         for steps in args.sample_steps:
-            res = w2_ratio(lambda n, s: model.sample(n, steps, seed=s).x, model.data, n=args.n, seeds=args.seeds)
-            row["w2"][str(steps)] = {**res.as_dict(), "nfe": model.sample(2, steps, seed=0).nfe}
+            nfe = []
+
+            def draw(n: int, seed: int, steps: int = steps) -> torch.Tensor:
+                samples = model.sample(n, steps, seed=seed)
+                nfe.append(samples.nfe)
+                return samples.x
+
+            res = w2_ratio(draw, model.data, n=args.n, seeds=args.seeds)
+            row["w2"][str(steps)] = {**res.as_dict(), "nfe": nfe[0]}
         results["variants"][name] = row
         print(name, json.dumps(row, indent=1), flush=True)
+    return results
+
+
+def step_cost(args: argparse.Namespace, rounds: int = 6, block: int = 10) -> dict[str, float]:
+    """Seconds per training step of each variant, timed in interleaved blocks in one process (a fair ratio on a
+    shared machine); the median block per variant, and its ratio to F = x."""
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    steppers = {}
+    for name, flow in variants(args.hidden).items():
+        model = build(preset="ndm", data=args.data, flow=flow)
+        (player,) = model.objective.players(model)
+        optimizer = torch.optim.Adam(player.parameters, lr=1e-3)
+        data = model.data.train
+
+        def step(player=player, optimizer=optimizer, data=data) -> None:
+            batch = data[torch.randint(0, data.shape[0], (256,), generator=gen)]
+            loss = player.loss(Batch(batch), gen)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        steppers[name] = step
+    times: dict[str, list[float]] = {name: [] for name in steppers}
+    for _ in range(rounds):
+        for name, step in steppers.items():
+            start = time.perf_counter()
+            for _ in range(block):
+                step()
+            times[name].append((time.perf_counter() - start) / block)
+    median = {name: sorted(v)[len(v) // 2] for name, v in times.items()}
+    return {name: {"seconds_per_step": value, "ratio_vs_identity": value / median["F = x"]}
+            for name, value in median.items()}
+
+
+def merge(parts: list[dict]) -> dict:
+    """Join per-variant results (variants may run as parallel processes) and add the cost ratios."""
+    results = {**parts[0], "variants": {k: v for part in parts for k, v in part["variants"].items()}}
     base = results["variants"]["F = x"]["seconds_per_step"]
     for row in results["variants"].values():
         row["cost_vs_identity"] = row["seconds_per_step"] / base
@@ -86,10 +135,30 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="NELBO Monte Carlo repeats")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--sample-steps", type=int, nargs="+", default=[10, 100, 1000])
+    parser.add_argument("--cost", action="store_true", help="only time training steps (interleaved, one process)")
+    parser.add_argument("--variant", type=int, default=None, help="run only variant 0, 1 or 2")
+    parser.add_argument("--merge", nargs="+", default=None, help="join per-variant JSON files instead of running")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    results = run(args)
-    out = Path(args.out or f"benchmarks/results/ndm_{args.data}.json")
+    if args.cost:
+        cost = step_cost(args)
+        out = Path(args.out or f"benchmarks/results/ndm_{args.data}_cost.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(cost, indent=1))
+        print(json.dumps(cost, indent=1))
+        return
+    if args.merge is None:
+        results = run(args)
+        if args.variant is not None:
+            out = Path(args.out or f"benchmarks/results/ndm_{args.data}_{args.variant}.json")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=1))
+            print(f"wrote {out}")
+            return
+        results = merge([results])
+    else:
+        results = merge([json.loads(Path(p).read_text()) for p in args.merge])
+    out = Path(args.out or f"benchmarks/results/ndm_{results['data']}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
     print(f"wrote {out}")
