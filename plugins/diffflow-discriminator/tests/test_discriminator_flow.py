@@ -86,7 +86,7 @@ def test_short_discriminator_flow_training_transports_noise_to_the_data():
     model = build(preset="discriminator-flow", data=data,
                      flow={"network": {"name": "mlp", "hidden": 64, "depth": 2, "activation": "leaky_relu"},
                            "eta": 2.5},
-                     objective={"flow_steps": 8}, train={"steps": 200, "lr": 2e-4, "progress": False})
+                     objective={"flow_steps": 8}, train={"steps": 200, "lr": 2e-4, "ema": 0.0, "progress": False})
     model.fit()
     x = model.sample(1000, steps=8, seed=0).x
     assert float((x.mean(0) - torch.tensor([2.0, -1.0])).norm()) < 0.5  # from 2.24 at the prior

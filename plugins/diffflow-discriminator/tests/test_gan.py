@@ -15,7 +15,7 @@ def small_gan(data, loss="non-saturating", **train):
     return build(preset="gan", data=data,
                     flow={"network": SMALL, "loss": loss},
                     smoother={"network": SMALL, "latent_dim": 4},
-                    train={"progress": False, **train})
+                    train={"progress": False, "ema": 0.0, **train})
 
 
 def gaussian_data(mean, n=4000, seed=0):
