@@ -18,9 +18,8 @@ def parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"diffflow_core.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"diffflow_core.commands.{name}":
-                raise
+        except Exception as exc:  # noqa: BLE001 - one broken command must not take `diffflow plugins` down
+            print(f"diffflow: warning: command {name!r} is unavailable: {type(exc).__name__}: {exc}", file=sys.stderr)
             continue
         module.add_parser(sub)
     return root

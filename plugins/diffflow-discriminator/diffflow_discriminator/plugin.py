@@ -27,7 +27,7 @@ def register_presets(register):
     register("hinge-gan", "diffflow_discriminator.presets:HINGE_GAN", "Hinge GAN, generator smoother")
     register("discriminator-flow", "diffflow_discriminator.presets:DISCRIMINATOR_FLOW",
              "Discriminator Flow: time-conditioned discriminator, free particles, Euler (GPM Alg. 3)")
-    register("diffflow-gan-learned", "diffflow_discriminator.presets:DIFFFLOW_GAN",
+    register("diffflow-gan", "diffflow_discriminator.presets:DIFFFLOW_GAN",
              "DiffFlow GAN row (D grad d) with a learned noise-conditioned discriminator (SPEC §1.6)")
     register("diffflow-nsgan", "diffflow_discriminator.presets:DIFFFLOW_NSGAN",
              "DiffFlow NS-GAN row ((1 - D) grad d) with a learned noise-conditioned discriminator (SPEC §1.6)")

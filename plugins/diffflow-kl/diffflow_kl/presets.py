@@ -41,10 +41,10 @@ PRESETS: dict[str, tuple[str, dict]] = {
     "diffflow-pf-ode": ("DiffFlow row: VP probability-flow ODE (lambda=0, rho_t = q_sigma(t))", {
         "flow": {"name": "diffflow", "row": {"name": "vp"}, "particles": "target", "noise_scale": 0.0},
         "solver": "heun", "sample": {"steps": 200}}),
-    "diffflow-gan": ("DiffFlow row: vanilla GAN, beta=gamma=D(x) with the optimal D against a particle KDE", {
+    "diffflow-gan-kde": ("DiffFlow row: vanilla GAN, beta=gamma=D(x) with the optimal D against a particle KDE", {
         "flow": {"name": "diffflow", "row": {"name": "gan", "loss": "vanilla", "horizon": 6.0},
                  "smooth_target": True}, "solver": "euler", "sample": {"steps": 600}}),
-    "diffflow-ns-gan": ("DiffFlow row: non-saturating GAN, beta=gamma=1-D(x)", {
+    "diffflow-nsgan-kde": ("DiffFlow row: non-saturating GAN, beta=gamma=1-D(x)", {
         "flow": {"name": "diffflow", "row": {"name": "gan", "loss": "ns", "horizon": 6.0},
                  "smooth_target": True}, "solver": "euler", "sample": {"steps": 600}}),
 }

@@ -53,7 +53,7 @@ def test_stein_smoother_median_bandwidth_and_direct_smoothing():
 
 
 @pytest.mark.parametrize("preset", ["langevin", "annealed-langevin", "kl", "svgd", "diffflow-sde", "diffflow-ve",
-                                    "diffflow-pf-ode", "diffflow-gan", "diffflow-ns-gan"])
+                                    "diffflow-pf-ode", "diffflow-gan-kde", "diffflow-nsgan-kde"])
 def test_presets_run_on_data_with_and_without_closed_form(preset):
     """A preset uses the dataset's analytic score when it has one and a KDE of data samples otherwise."""
     data = torch.randn(500, 2, generator=torch.Generator().manual_seed(0)) + torch.tensor([2.0, 0.0])
