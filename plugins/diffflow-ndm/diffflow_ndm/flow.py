@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from diffflow_core.data import Dataset
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Flow, as_time, check_steps
 from diffflow_core.networks import build_network
@@ -33,27 +32,29 @@ class NDMFlow(Flow):
 
     ``time_power`` shapes the sampling grid (:meth:`time_grid`). ``precondition`` wraps the network EDM-style in VP coordinates, ``x_hat = c_skip z + c_out net(c_in z, t)``
     with ``c_skip = alpha s_d^2 / (alpha^2 s_d^2 + sigma^2)``, ``c_out = sigma s_d / sqrt(.)``, ``c_in = 1 / sqrt(.)``
-    (``s_d = sigma_data``, from the data when given): the untrained model is the Gaussian posterior mean.
+    (``s_d = sigma_data``, EDM's fixed 0.5 by default). ``sigma_data`` must not default to the data's own std:
+    then the untrained model is exactly the Gaussian posterior mean, the best linear denoiser, so the residual
+    the network must fit is orthogonal to every linear function of ``z`` and the near-linear untrained MLP sits at
+    a stationary point (measured on ring5: the NELBO did not move in 2,500 steps).
     """
 
     def __init__(self, network: str | dict[str, Any] | nn.Module = "mlp",
                  transform: str | dict[str, Any] | Transform = "identity",
                  schedule: str | dict[str, Any] | Schedule = "cosine", mode: str = "ode",
-                 precondition: bool = True, sigma_data: float | None = None, time_power: float = 2.0,
-                 event_shape: tuple[int, ...] = (2,), data: Dataset | None = None) -> None:
+                 precondition: bool = True, sigma_data: float = 0.5, time_power: float = 2.0,
+                 event_shape: tuple[int, ...] = (2,)) -> None:
         super().__init__()
         if mode not in _MODES:
             raise ConfigError(f"mode: expected one of {', '.join(_MODES)}, got {mode!r}")
         if not time_power >= 1:
             raise ConfigError(f"time_power: expected a number >= 1, got {time_power!r}")
-        if sigma_data is not None and not sigma_data > 0:
+        if isinstance(sigma_data, bool) or not isinstance(sigma_data, (int, float)) or not sigma_data > 0:
             raise ConfigError(f"sigma_data: expected a positive number, got {sigma_data!r}")
         self.event_shape = tuple(event_shape)
         self.mode = mode
         self.time_power = float(time_power)
         self.precondition = bool(precondition)
-        self.sigma_data = float(sigma_data if sigma_data is not None
-                                else (data.train.std() if data is not None else 1.0))
+        self.sigma_data = float(sigma_data)
         self.schedule = build_schedule(schedule)
         self.transform = build_transform(transform, self.event_shape)
         self.net = build_network(network, in_shape=self.event_shape, out_shape=self.event_shape,

@@ -28,7 +28,7 @@ def test_presets_build_the_special_cases(preset):
     transform, objective = PRESETS[preset]
     assert isinstance(model.flow, NDMFlow) and isinstance(model.objective, objective)
     assert type(model.flow.transform).__name__.lower().startswith(transform)
-    assert abs(model.flow.sigma_data - float(data.std())) < 1e-6
+    assert model.flow.sigma_data == 0.5  # EDM's constant, not the data std (which stalls training, see NDMFlow)
     sample = model.sample(8, 3, seed=0)
     assert sample.x.shape == (8, 2) and sample.nfe in (3, 6)
     assert torch.equal(sample.x, model.sample(8, 3, seed=0).x)  # seeded
