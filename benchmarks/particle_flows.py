@@ -33,8 +33,8 @@ FLOWS = {
     "mmd-energy": ("MMD flow, energy kernel, 2,000 data samples", 1.4),
     "svgd": ("SVGD (kl + stein)", 1.4),
     "kl": ("Forward KL, particle KDE, smoothed target", 1.5),
-    "diffflow-gan": ("DiffFlow vanilla-GAN row (D vs particle KDE)", None),
-    "diffflow-ns-gan": ("DiffFlow NS-GAN row (1 - D vs particle KDE)", None),
+    "diffflow-gan-kde": ("DiffFlow vanilla-GAN row (D vs particle KDE)", None),
+    "diffflow-nsgan-kde": ("DiffFlow NS-GAN row (1 - D vs particle KDE)", None),
 }
 
 
