@@ -23,13 +23,13 @@ SPEC §2.2 eq 8); ``mode="sde"`` the reverse SDE ``dx = [f x - g^2 s] dt + g dW`
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from diffflow_core.conditioning import ClassConditioned
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Flow, as_time, check_steps
 from diffflow_core.networks import build_network
@@ -56,7 +56,7 @@ def default_network(event_shape: tuple[int, ...]) -> dict[str, Any]:
     return {"name": "mlp", "hidden": 512, "depth": 4, "embedding_dim": 128, "fourier_scale": 2.0}
 
 
-class ScoreFlow(Flow):
+class ScoreFlow(ClassConditioned, Flow):
     """Score-based diffusion flow; ``network`` is any registered network, ``"auto"`` picks :func:`default_network`."""
 
     def __init__(self, parameterisation: str = "edm", mode: str = "ode", network: Any = "auto",
@@ -92,8 +92,6 @@ class ScoreFlow(Flow):
         spec = default_network(self.event_shape) if network == "auto" else network
         self.net = build_network(spec, in_shape=self.event_shape, time_conditioned=True,
                                  num_classes=self.num_classes)
-        self._label: Tensor | int | None = None
-        self._guidance = 1.0
 
     # -- the learned estimators ------------------------------------------------------------------------
     def _network(self, x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
@@ -188,38 +186,3 @@ class ScoreFlow(Flow):
     def prior_log_prob(self, x: Tensor) -> Tensor:
         scale = self.schedule.prior_std
         return super().prior_log_prob(x / scale) - x[0].numel() * math.log(scale)
-
-    # -- class conditioning ----------------------------------------------------------------------------
-    def null_labels(self, n: int, device: torch.device | str) -> Tensor:
-        """The null label (index ``num_classes``) of classifier-free guidance."""
-        return torch.full((n,), self.num_classes, dtype=torch.long, device=device)
-
-    def _labels_for(self, x: Tensor) -> Tensor:
-        if isinstance(self._label, Tensor):
-            if self._label.shape != (x.shape[0],):
-                raise ConfigError(f"label: expected one label per particle, shape ({x.shape[0]},), "
-                                  f"got {tuple(self._label.shape)}")
-            return self._label.to(x.device)
-        return torch.full((x.shape[0],), self._label, dtype=torch.long, device=x.device)
-
-    @contextlib.contextmanager
-    def sampling(self, label: int | Tensor | None = None, guidance: float = 1.0) -> Iterator[None]:
-        """Sample class ``label`` (an int or one per particle), optionally with classifier-free ``guidance``."""
-        if label is not None and not self.conditional:
-            raise ConfigError("label: this score flow is unconditional (build it with conditional=True)")
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
-            raise ConfigError(f"guidance: expected a finite number, got {guidance!r}")
-        if label is None and guidance != 1.0:
-            raise ConfigError("guidance: classifier-free guidance needs a class label")
-        if label is not None:
-            labels = torch.as_tensor(label)
-            if labels.dtype == torch.bool or labels.is_floating_point() or labels.ndim > 1 or \
-                    bool(((labels < 0) | (labels >= self.num_classes)).any()):
-                raise ConfigError(f"label: expected class indices in [0, {self.num_classes}), got {label!r}")
-            label = labels.long() if labels.ndim == 1 else int(labels)
-        saved = (self._label, self._guidance)
-        self._label, self._guidance = label, float(guidance)
-        try:
-            yield
-        finally:
-            self._label, self._guidance = saved

@@ -13,14 +13,13 @@ label of classifier-free guidance (SPEC §4.4), and :meth:`sampling` selects a l
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
-import math
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from diffflow_core.conditioning import ClassConditioned
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Flow, as_time
 from diffflow_core.networks import build_network
@@ -31,7 +30,7 @@ __all__ = ["VelocityFlow", "PATHS"]
 PATHS = ("linear", "ve")
 
 
-class VelocityFlow(Flow):
+class VelocityFlow(ClassConditioned, Flow):
     """``dx/dt = f_theta(x, t[, c])``; ``network`` is any registered network (called ``net(x, t, y)``)."""
 
     def __init__(self, network: Any = "mlp", source: Any = "gaussian", path: str = "linear",
@@ -54,14 +53,8 @@ class VelocityFlow(Flow):
             raise ConfigError("source: the 've' path needs a Gaussian source (its std is sigma_max)")
         self.net = build_network(network, in_shape=self.event_shape, time_conditioned=True,
                                  num_classes=self.num_classes)
-        self._label: Tensor | int | None = None
-        self._guidance = 1.0
 
     # -- the field -----------------------------------------------------------------------------------
-    def null_labels(self, n: int, device: torch.device | str) -> Tensor:
-        """The null label (index ``num_classes``) for ``n`` particles: the unconditional field."""
-        return torch.full((n,), self.num_classes, dtype=torch.long, device=device)
-
     def field(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
         """``f_theta(x, t, y)``; for a conditional flow ``y=None`` means the null label (unconditional)."""
         if self.conditional and y is None:
@@ -84,37 +77,6 @@ class VelocityFlow(Flow):
         if self._label is None:
             return self.field(x, t)
         return self.guided_field(x, t, self._labels_for(x), self._guidance)
-
-    def _labels_for(self, x: Tensor) -> Tensor:
-        label = self._label
-        if isinstance(label, Tensor):
-            if label.shape != (x.shape[0],):
-                raise ConfigError(f"label: expected one label per particle, shape ({x.shape[0]},), "
-                                  f"got {tuple(label.shape)}")
-            return label.to(x.device)
-        return torch.full((x.shape[0],), label, dtype=torch.long, device=x.device)
-
-    @contextlib.contextmanager
-    def sampling(self, label: int | Tensor | None = None, guidance: float = 1.0) -> Iterator[None]:
-        """Sample class ``label`` (an int or one label per particle) with guidance weight ``guidance``."""
-        if label is not None and not self.conditional:
-            raise ConfigError("label: this velocity flow is unconditional (build it with conditional=True)")
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
-            raise ConfigError(f"guidance: expected a finite number, got {guidance!r}")
-        if label is None and guidance != 1.0:
-            raise ConfigError("guidance: classifier-free guidance needs a class label")
-        if label is not None:
-            labels = torch.as_tensor(label)
-            if labels.dtype in (torch.bool,) or labels.is_floating_point() or labels.ndim > 1 or \
-                    bool(((labels < 0) | (labels >= self.num_classes)).any()):
-                raise ConfigError(f"label: expected class indices in [0, {self.num_classes}), got {label!r}")
-            label = labels.long() if labels.ndim == 1 else int(labels)
-        saved = (self._label, self._guidance)
-        self._label, self._guidance = label, float(guidance)
-        try:
-            yield
-        finally:
-            self._label, self._guidance = saved
 
     # -- paths and laws --------------------------------------------------------------------------------
     def interpolate(self, x1: Tensor, x2: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
