@@ -42,11 +42,18 @@ class ScoreGanFlow(Flow):
     ``data_checkpoint`` is a saved ``score`` model (EDM) to load the data denoiser from; without it the
     ``generated-dsm`` objective trains one first for ``data_steps`` iterations (``edm`` preset, network
     ``data_network``). ``sigma_min``/``sigma_max``/``rho`` set eq 28; ``w_d``/``w_g`` weigh the two scores.
+    ``init_from_data`` starts ``D_rho`` from the trained data denoiser's weights (both need the same
+    architecture): the generated score then starts as a good denoiser and only has to follow the generator.
+    ``residual`` learns ``D_rho = D_p + r_phi`` instead, with ``r_phi = c_out F_phi`` the ``network``'s EDM
+    output without its skip term: the generated score shares the data score's errors, so where the generator
+    matches the data the drift ``-w_g r_phi / sigma`` (w_d = w_g) vanishes whatever ``D_p``'s architecture,
+    instead of being the difference of two networks' approximation errors.
     """
 
     def __init__(self, event_shape: tuple[int, ...] = (2,), network: Any = _MLP, data_network: Any = _MLP,
                  data_checkpoint: str | None = None, data_steps: int = 4000, sigma_min: float = 0.1,
-                 sigma_max: float = 10.0, rho: float = 3.0, w_d: float = 1.0, w_g: float = 1.0) -> None:
+                 sigma_max: float = 10.0, rho: float = 3.0, w_d: float = 1.0, w_g: float = 1.0,
+                 init_from_data: bool = False, residual: bool = False) -> None:
         super().__init__()
         if not 0 < sigma_min < sigma_max:
             raise ConfigError(f"sigma_min/sigma_max: expected 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
@@ -67,6 +74,15 @@ class ScoreGanFlow(Flow):
         else:
             self.data_score = _edm_flow(data_network, self.event_shape)
         self.data_score.requires_grad_(False)
+        if init_from_data and residual:
+            raise ConfigError("init_from_data/residual: expected at most one of them, got both (a residual "
+                              "network starting as a copy of D_p would start at D_rho = 2 D_p)")
+        self.init_from_data, self.generated_copied, self.residual = bool(init_from_data), False, bool(residual)
+        if self.init_from_data:
+            theirs = {k: v.shape for k, v in self.data_score.state_dict().items()}
+            if {k: v.shape for k, v in self.generated.state_dict().items()} != theirs:
+                raise ConfigError(f"init_from_data: the generated score network {network!r} differs from the data "
+                                  "score's architecture; expected the same network spec")
         self._noise: torch.Generator | None = None
 
     def sample_sigma(self, n: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
@@ -88,46 +104,75 @@ class ScoreGanFlow(Flow):
         s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
         noisy = x + s * torch.randn(x.shape, generator=self._noise, dtype=x.dtype).to(x.device)
         denoised_p = self.data_score.denoise(noisy, sigma)
-        denoised_rho = self.generated.denoise(noisy, sigma)
+        denoised_rho = self.generated_denoise(noisy, sigma, denoised_p)
         return (self.w_d * denoised_p - self.w_g * denoised_rho + (self.w_g - self.w_d) * noisy) / s
+
+    def generated_denoise(self, noisy: Tensor, sigma: Tensor, denoised_p: Tensor | None = None) -> Tensor:
+        """``D_rho(x_tilde; sigma)``: the ``generated`` denoiser, or with ``residual`` ``D_p + c_out F_phi``
+        (``denoised_p`` is ``D_p(x_tilde)`` when the caller has it)."""
+        denoised = self.generated.denoise(noisy, sigma)
+        if not self.residual:
+            return denoised
+        if denoised_p is None:
+            with torch.no_grad():
+                denoised_p = self.data_score.denoise(noisy, sigma)
+        sd2 = self.generated.sigma_data ** 2
+        skip = sd2 / (sigma.reshape(-1, *([1] * (noisy.ndim - 1))) ** 2 + sd2)
+        return denoised_p + denoised - skip * noisy
 
 
 class GeneratedDSM(Objective):
-    """``generated-dsm``: trains ``D_rho`` on detached generator samples (unweighted DSM, sigma by eq 28), and
-    the generator every ``score_steps`` iterations through the generator smoother's surrogate (eq 27)."""
+    """``generated-dsm``: trains ``D_rho`` on detached generator samples (DSM, sigma by eq 28), and the
+    generator every ``score_steps`` iterations through the generator smoother's surrogate (eq 27).
+
+    ``weighting`` weighs the noise levels of the DSM loss: ``"none"`` is SPEC §2.7's unweighted
+    ``||D_rho - x||^2``; ``"edm"`` multiplies it by EDM's ``(sigma^2 + sigma_data^2) / (sigma sigma_data)^2``,
+    which for ``sigma << sigma_data`` is ``1/sigma^2``: the squared error of ``sigma s_rho = (D_rho - x_tilde)/sigma``,
+    the quantity the generator's drift (eq 26) is made of. Unweighted, the small-sigma levels, whose errors
+    the drift amplifies by ``1/sigma``, count ``sigma^2`` times less than the large ones.
+    """
 
     def __init__(self, flow: ScoreGanFlow, score_steps: int = 10, lr: float | None = None, generator_lr: float | None = None,
-                 betas=(0.5, 0.999), score_betas=(0.9, 0.999)) -> None:
+                 betas=(0.5, 0.999), score_betas=(0.9, 0.999), weighting: str = "none") -> None:
         if not isinstance(flow, ScoreGanFlow):
             raise ConfigError(f"flow: objective 'generated-dsm' needs the 'score-gan' flow, got {type(flow).__name__}")
         if isinstance(score_steps, bool) or not isinstance(score_steps, int) or score_steps < 1:
             raise ConfigError(f"score_steps: expected a positive integer, got {score_steps!r}")
-        self.flow, self.score_steps = flow, score_steps
+        if weighting not in ("none", "edm"):
+            raise ConfigError(f"weighting: expected 'none' or 'edm', got {weighting!r}")
+        self.flow, self.score_steps, self.weighting = flow, score_steps, weighting
         self.lr, self.generator_lr = lr, generator_lr
         self.betas, self.score_betas = tuple(betas), tuple(score_betas)
 
     def score_loss(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
-        """``E || D_rho(x + sigma eps; sigma) - x ||^2`` on generated ``x`` (detached)."""
+        """``E [w(sigma) || D_rho(x + sigma eps; sigma) - x ||^2]`` on generated ``x`` (detached)."""
         x = x.detach()
         sigma = self.flow.sample_sigma(x.shape[0], generator, x)
         s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
         noisy = x + s * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        return (self.flow.generated.denoise(noisy, sigma) - x).flatten(1).pow(2).sum(1).mean()
+        error = (self.flow.generated_denoise(noisy, sigma) - x).flatten(1).pow(2).sum(1)
+        if self.weighting == "edm":
+            sd2 = self.flow.generated.sigma_data ** 2
+            error = error * (sigma ** 2 + sd2) / (sigma ** 2 * sd2)
+        return error.mean()
 
     def prepare(self, model) -> None:
-        """Train the data denoiser first (``edm`` preset on the model's data) unless it was loaded."""
+        """Train the data denoiser first (``edm`` preset on the model's data) unless it was loaded; then, with
+        ``init_from_data``, copy it into the generated denoiser."""
         flow = self.flow
-        if flow.data_ready or flow.data_steps == 0:
-            return
-        from diffflow_core.build import build
+        if not (flow.data_ready or flow.data_steps == 0):
+            from diffflow_core.build import build
 
-        if model.data is None:
-            raise ConfigError("data: a Score GAN without data_checkpoint trains its data score first and needs data")
-        data_model = build(preset="edm", data=model.data, flow={"network": flow.data_network},
-                           train={"steps": flow.data_steps, "progress": False})
-        data_model.fit()
-        flow.data_score.load_state_dict(data_model.flow.state_dict())
-        flow.data_ready = True
+            if model.data is None:
+                raise ConfigError("data: a Score GAN without data_checkpoint trains its data score first and needs data")
+            data_model = build(preset="edm", data=model.data, flow={"network": flow.data_network},
+                               train={"steps": flow.data_steps, "progress": False})
+            data_model.fit()
+            flow.data_score.load_state_dict(data_model.flow.state_dict())
+            flow.data_ready = True
+        if flow.init_from_data and not flow.generated_copied:
+            flow.generated.load_state_dict(flow.data_score.state_dict())
+            flow.generated_copied = True
 
     def players(self, model) -> list[Player]:
         smoother, flow = model.smoother, self.flow

@@ -61,3 +61,71 @@ def test_generated_score_step_lowers_its_denoising_loss():
     history = model.fit(steps=60, lr=2e-3, log_every=59)
     first, last = history.series("loss/score")[0], history.series("loss/score")[-1]
     assert last < first
+
+
+def test_edm_weighting_multiplies_each_level_by_the_edm_weight():
+    """``weighting="edm"``: the DSM loss is the unweighted per-sample error times (sigma^2 + sd^2)/(sigma sd)^2."""
+    model = small_score_gan().double()
+    objective, flow = model.objective, model.flow
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    objective.weighting = "edm"
+    weighted = objective.score_loss(x, torch.Generator().manual_seed(2))
+    replay = torch.Generator().manual_seed(2)
+    sigma = flow.sample_sigma(64, replay, x)
+    noisy = x + sigma[:, None] * torch.randn(x.shape, generator=replay, dtype=x.dtype)
+    error = (flow.generated.denoise(noisy, sigma) - x).pow(2).sum(1)
+    sd2 = flow.generated.sigma_data ** 2
+    torch.testing.assert_close(weighted, (error * (sigma ** 2 + sd2) / (sigma ** 2 * sd2)).mean(), rtol=1e-12, atol=0)
+    objective.weighting = "none"
+    torch.testing.assert_close(objective.score_loss(x, torch.Generator().manual_seed(2)), error.mean(),
+                               rtol=1e-12, atol=0)
+
+
+def test_bad_score_gan_settings_are_refused_naming_the_field():
+    import pytest
+
+    from diffflow_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="weighting"):
+        build(preset="score-gan", data=torch.randn(50, 2), flow={"network": SMALL, "data_network": SMALL},
+              objective={"weighting": "snr"})
+    with pytest.raises(ConfigError, match="init_from_data"):
+        small_score_gan(network={"name": "mlp", "hidden": 16, "depth": 2}, init_from_data=True)
+    with pytest.raises(ConfigError, match="residual"):
+        small_score_gan(init_from_data=True, residual=True)
+
+
+def test_init_from_data_copies_the_data_denoiser_once():
+    model = small_score_gan(init_from_data=True)
+    flow = model.flow
+    assert not torch.equal(next(flow.generated.parameters()), next(flow.data_score.parameters()))
+    model.objective.players(model)
+    for mine, theirs in zip(flow.generated.parameters(), flow.data_score.parameters()):
+        assert torch.equal(mine, theirs)
+    with torch.no_grad():
+        next(flow.generated.parameters()).add_(1.0)  # training moved it: preparing again must not reset it
+    model.objective.players(model)
+    assert not torch.equal(next(flow.generated.parameters()), next(flow.data_score.parameters()))
+
+
+def test_residual_generated_score_is_the_data_score_plus_the_networks_edm_output():
+    """``residual``: D_rho = D_p + c_out F; with F = 0 the two scores agree and the eq-19 drift vanishes even
+    when the data denoiser has another architecture (its errors cancel)."""
+    model = small_score_gan(residual=True, data_network={"name": "mlp", "hidden": 24, "depth": 3}).double()
+    flow = model.flow
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(40, 2, generator=g, dtype=torch.float64)
+    sigma = flow.sample_sigma(40, g, x)
+    sd2 = flow.generated.sigma_data ** 2
+    skip = (sd2 / (sigma ** 2 + sd2))[:, None]
+    expected = flow.data_score.denoise(x, sigma) + flow.generated.denoise(x, sigma) - skip * x
+    torch.testing.assert_close(flow.generated_denoise(x, sigma), expected, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        assert float((flow.generated_denoise(x, sigma) - flow.data_score.denoise(x, sigma)).abs().max()) > 1e-3
+    last = [m for m in flow.generated.net.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_(), last.bias.zero_()
+    torch.testing.assert_close(flow.generated_denoise(x, sigma), flow.data_score.denoise(x, sigma),
+                               rtol=0, atol=1e-12)
+    with flow.noise(torch.Generator().manual_seed(4)):
+        assert float(flow.drift(x, torch.zeros(())).abs().max()) < 1e-10
