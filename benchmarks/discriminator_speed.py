@@ -1,13 +1,15 @@
 """Time per training iteration of the discriminator family against a reference loop, in the same run.
 
-    .venv/bin/python benchmarks/discriminator_speed.py [--iters-flow 4] [--iters-gan 40] [--repeats 2]
+    .venv/bin/python benchmarks/discriminator_speed.py [--iters-flow 4] [--iters-gan 40] [--repeats 2] [--only CASE ...]
 
 The reference loops restate GPM's public implementation (S1) with the same networks (MLP 4x512 leaky ReLU,
 Fourier time features, batch 128): a Discriminator Flow iteration simulates all particles for N - 1 = 55 steps
 with ``autograd.grad`` on a discriminator whose weights require grad, keeps every state, gathers ``z_k`` and
-takes one Adam step; a GAN iteration is one discriminator and one generator step on the non-saturating loss.
+takes one Adam step; a GAN iteration is one discriminator and one generator step on the non-saturating loss;
+a Score GAN iteration is one generated-score step and one generator step (both scores EDM denoisers, 4x512).
 Ours is the ``Trainer`` running the presets' players (with the presets' EMA) at GPM's network sizes; the GAN
-is measured twice, with fresh particles for the generator step (the default) and with ``reuse_particles``.
+is measured three times: alternating with fresh particles for the generator step, alternating with
+``reuse_particles``, and with ``updates="simultaneous"`` (one pass serves both players).
 Reference and ours alternate ``--repeats`` times (the machine is shared) and the medians are compared. Writes
 ``benchmarks/results/discriminator_speed.json``.
 """
@@ -28,8 +30,12 @@ from diffflow_core.training import Trainer
 BATCH, N = 128, 56
 #: GPM's network sizes (the issue's timings), whatever the presets default to.
 GPM_MLP = {"name": "mlp", "hidden": 512, "depth": 4, "activation": "leaky_relu"}
+GPM_SCORE_MLP = {"name": "mlp", "hidden": 512, "depth": 4, "embedding_dim": 128, "fourier_scale": 2.0}
 SIZES = {"gan": {"flow": {"network": GPM_MLP}, "smoother": {"network": GPM_MLP}},
-         "discriminator-flow": {"flow": {"network": GPM_MLP}}}
+         "discriminator-flow": {"flow": {"network": GPM_MLP}},
+         # the data score is left untrained (data_steps = 0): its cost, not its quality, is measured
+         "score-gan": {"flow": {"network": GPM_SCORE_MLP, "data_network": GPM_SCORE_MLP, "data_steps": 0},
+                       "smoother": {"network": GPM_MLP}}}
 
 
 def reference_flow_iteration(model, data, opt, generator) -> None:
@@ -62,6 +68,29 @@ def reference_gan_iteration(model, data, opts, generator) -> None:
     loss_d.backward()
     opts[0].step()
     loss_g = F.softplus(-d(g(torch.randn(BATCH, 128, generator=generator)))).mean()
+    opts[1].zero_grad()
+    loss_g.backward()
+    opts[1].step()
+
+
+def reference_score_gan_iteration(model, opts, generator) -> None:
+    """One generated-score DSM step on detached generator samples, then one generator step along
+    ``(D_p - D_rho)(x + sigma eps) / sigma`` (eq 26) with sigma by eq 28: GPM's two updates, plain Adam."""
+    flow, g = model.flow, model.smoother.net
+    with torch.no_grad():
+        x = g(torch.randn(BATCH, 128, generator=generator))
+    sigma = flow.sample_sigma(BATCH, generator, x)
+    noisy = x + sigma[:, None] * torch.randn(x.shape, generator=generator)
+    loss_s = (flow.generated.denoise(noisy, sigma) - x).pow(2).sum(1).mean()
+    opts[0].zero_grad()
+    loss_s.backward()
+    opts[0].step()
+    x = g(torch.randn(BATCH, 128, generator=generator))
+    sigma = flow.sample_sigma(BATCH, generator, x)
+    noisy = x.detach() + sigma[:, None] * torch.randn(x.shape, generator=generator)
+    with torch.no_grad():
+        v = (flow.data_score.denoise(noisy, sigma) - flow.generated.denoise(noisy, sigma)) / sigma[:, None]
+    loss_g = -(v * x).sum(1).mean()
     opts[1].zero_grad()
     loss_g.backward()
     opts[1].step()
@@ -103,6 +132,7 @@ def main() -> None:
     parser.add_argument("--iters-gan", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", nargs="*", default=None, help="cases to run (the others keep their last results)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -114,13 +144,31 @@ def main() -> None:
         opts = [torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999)) for m in (model.flow, model.smoother)]
         return lambda: reference_gan_iteration(model, data, opts, generator)
 
-    results = {"threads": args.threads,
-               "gan": compare("GAN", "gan", args.iters_gan, args.repeats, gan_ref),
-               "gan-reuse-particles": compare("GAN, reuse_particles", "gan", args.iters_gan, args.repeats, gan_ref,
-                                              reuse_particles=True),
-               "discriminator-flow": compare("Discriminator Flow", "discriminator-flow", args.iters_flow,
-                                             args.repeats, flow_ref)}
+    def score_gan_ref(model, data, generator):
+        opts = [torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999))
+                for m in (model.flow.generated, model.smoother)]
+        return lambda: reference_score_gan_iteration(model, opts, generator)
+
+    cases = {
+        "gan": lambda: compare("GAN", "gan", args.iters_gan, args.repeats, gan_ref),
+        "gan-reuse-particles": lambda: compare("GAN, reuse_particles", "gan", args.iters_gan, args.repeats, gan_ref,
+                                               reuse_particles=True),
+        "gan-simultaneous": lambda: compare("GAN, simultaneous updates", "gan", args.iters_gan, args.repeats,
+                                            gan_ref, updates="simultaneous"),
+        # one generator step per score step in both loops (the preset takes one per score_steps)
+        "score-gan": lambda: compare("Score GAN", "score-gan", args.iters_gan, args.repeats, score_gan_ref,
+                                     score_steps=1),
+        "discriminator-flow": lambda: compare("Discriminator Flow", "discriminator-flow", args.iters_flow,
+                                              args.repeats, flow_ref),
+    }
+    unknown = sorted(set(args.only or ()) - set(cases))
+    if unknown:
+        parser.error(f"--only: unknown case(s) {unknown}; expected among {sorted(cases)}")
     path = Path(__file__).parent / "results" / "discriminator_speed.json"
+    results = json.loads(path.read_text()) if path.exists() and args.only else {}
+    results["threads"] = args.threads
+    for name in args.only or cases:
+        results[name] = cases[name]()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1))
     print(f"wrote {path}")

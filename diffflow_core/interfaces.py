@@ -10,7 +10,7 @@ These classes are the plugin contract: third-party plugins subclass them and not
 from __future__ import annotations
 
 import math
-from typing import Callable, ClassVar, Iterable, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 import attrs
 import torch
@@ -192,7 +192,10 @@ class Player:
 
     Single-network families have one player; GANs have a discriminator and a generator. ``every`` makes a
     player update only on iterations divisible by it (Score GAN's generator), ``repeats`` several times per
-    iteration (several discriminator steps).
+    iteration (several discriminator steps). ``groups`` splits ``parameters`` into optimiser groups with their
+    own settings, ``({"params": [...], "lr": ..., "betas": ...}, ...)`` as torch optimisers take them (missing
+    settings fall back to the player's, then the training config's): one loss whose single backward trains
+    several parties, each at its own learning rate (simultaneous GAN updates).
     """
 
     name: str
@@ -202,6 +205,13 @@ class Player:
     betas: tuple[float, float] | None = None
     repeats: int = 1
     every: int = 1
+    groups: tuple[dict[str, Any], ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        grouped = [p for group in self.groups for p in group["params"]]
+        if self.groups and sorted(map(id, grouped)) != sorted(map(id, self.parameters)):
+            raise ConfigError(f"groups: player {self.name!r}'s groups must partition its parameters "
+                              f"({len(grouped)} grouped, {len(self.parameters)} parameters)")
 
 
 class Objective:

@@ -106,3 +106,38 @@ def test_bad_settings_and_resume_errors(tmp_path):
     model.save(tmp_path / "plain.pt")
     with pytest.raises(CheckpointError, match="no training state"):
         Trainer(model, resume=tmp_path / "plain.pt").fit(model.data)
+
+
+def test_player_groups_train_at_their_own_warmed_up_learning_rates():
+    """A player's optimiser groups keep their own rates under warm-up: Adam's first step moves every weight
+    with a non-zero gradient by the group's lr times the warm-up factor 1/5."""
+    from diffflow_core.interfaces import Player
+
+    model = fresh(1, ema=0.0, warmup=5, grad_clip=None)
+    params = [p for p in model.flow.parameters() if p.requires_grad]
+    fast, slow = params[:2], params[2:]
+    loss = lambda batch, gen: model.objective.loss(model.flow, batch, gen)  # noqa: E731
+    model.objective.players = lambda m: [Player("both", params, loss, lr=1e-3,
+                                                groups=({"params": fast, "lr": 5e-2}, {"params": slow}))]
+    before = [p.detach().clone() for p in params]
+    Trainer(model).fit(model.data)
+    moved = [(p.detach() - b).abs() for p, b in zip(params, before)]
+    fast_moves = torch.cat([m.flatten() for m in moved[:2]])
+    slow_moves = torch.cat([m.flatten() for m in moved[2:]])
+    assert torch.allclose(fast_moves.max(), torch.tensor(5e-2 / 5), rtol=1e-3)
+    assert torch.allclose(slow_moves.max(), torch.tensor(1e-3 / 5), rtol=1e-3)
+    with pytest.raises(ConfigError, match="groups: player 'both'.*partition"):
+        Player("both", params, loss, groups=({"params": fast},))
+
+
+def test_ema_averages_the_trained_parameters_and_leaves_frozen_ones_alone():
+    from diffflow_core.training.trainer import EMA
+
+    model = fresh(20)
+    frozen = dict(model.named_parameters())["flow.net.body.0.weight"]
+    frozen.requires_grad_(False)
+    before = frozen.detach().clone()
+    floating = {k for k, v in model.state_dict().items() if v.dtype.is_floating_point}
+    assert set(EMA(model, 0.9).shadow) == floating - {"flow.net.body.0.weight"}
+    model.fit()
+    assert torch.equal(frozen, before)

@@ -69,11 +69,15 @@ class BatchStream:
 
 
 class EMA:
-    """Exponential moving average of a module's floating-point parameters and buffers."""
+    """Exponential moving average of a module's trained parameters and floating-point buffers.
+
+    Frozen parameters (``requires_grad=False``, e.g. a Score GAN's pretrained data score) never move, so they
+    are not averaged: no per-step work for them."""
 
     def __init__(self, module: nn.Module, decay: float) -> None:
         self.module, self.decay = module, decay
-        live = {k: v for k, v in module.state_dict().items() if v.dtype.is_floating_point}
+        frozen = {name for name, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad}
+        live = {k: v for k, v in module.state_dict().items() if v.dtype.is_floating_point and k not in frozen}
         self.shadow = {k: v.detach().clone() for k, v in live.items()}
         # state_dict tensors share storage with the module (loading copies in place): one fused lerp per step
         self._pairs = ([self.shadow[k] for k in live], [v.detach() for v in live.values()])
@@ -137,8 +141,15 @@ class Trainer:
         """Adam per player; the fused kernel (one pass over all tensors, about 4x faster than the per-tensor
         loop on CPU, same update) wherever every parameter is a floating-point CPU/CUDA tensor."""
         cfg = self.config
-        return [torch.optim.Adam(p.parameters, lr=p.lr or cfg.lr, betas=p.betas or tuple(cfg.betas),
-                                 weight_decay=cfg.weight_decay, fused=_fusable(p.parameters)) for p in players]
+        optimizers = []
+        for p in players:
+            lr, betas = p.lr or cfg.lr, p.betas or tuple(cfg.betas)
+            groups = [{**g, "lr": g.get("lr") or lr, "betas": g.get("betas") or betas} for g in p.groups] \
+                or [{"params": p.parameters, "lr": lr, "betas": betas}]
+            for group in groups:  # the warm-up scales each group's own learning rate
+                group["base_lr"] = group["lr"]
+            optimizers.append(torch.optim.Adam(groups, weight_decay=cfg.weight_decay, fused=_fusable(p.parameters)))
+        return optimizers
 
     def _lr_scale(self, step: int) -> float:
         return min(1.0, (step + 1) / self.config.warmup) if self.config.warmup else 1.0
@@ -183,7 +194,7 @@ class Trainer:
                     if cfg.grad_clip is not None:
                         nn.utils.clip_grad_norm_(player.parameters, cfg.grad_clip)
                     for group in optimizer.param_groups:
-                        group["lr"] = (player.lr or cfg.lr) * self._lr_scale(step)
+                        group["lr"] = group["base_lr"] * self._lr_scale(step)
                     optimizer.step()
                     running[player.name] = loss.detach()
             if ema is not None:
@@ -282,10 +293,14 @@ class Trainer:
             raise CheckpointError(f"resume: {self.resume} has {len(state['optimizers'])} optimiser(s), "
                                   f"this objective has {len(optimizers)}")
         for optimizer, saved in zip(optimizers, state["optimizers"]):
+            base_lrs = [group["base_lr"] for group in optimizer.param_groups]
             optimizer.load_state_dict(saved)
+            for group, base_lr in zip(optimizer.param_groups, base_lrs):  # the config's rates, old checkpoints too
+                group["base_lr"] = base_lr
         if ema is not None and state["ema"] is not None:
             for key, value in state["ema"].items():
-                ema.shadow[key].copy_(value)
+                if key in ema.shadow:  # checkpoints from before frozen parameters were skipped hold them too
+                    ema.shadow[key].copy_(value)
         mine = state["rng"][dist.rank]
         torch.set_rng_state(mine["torch"])
         if mine["cuda"]:

@@ -43,6 +43,15 @@ class GanLoss:
         """``h = -c(f)`` (eq 16): the particles ascend it."""
         return -self.c(logits)
 
+    def slopes(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """``(b'(f), h'(f))`` per sample: the weights of ``grad_x f`` in the discriminator loss's gradient at a
+        generated point and in the particle drift, whose ratio turns one into the other."""
+        with torch.enable_grad():
+            f = logits.detach().requires_grad_(True)
+            (db,) = torch.autograd.grad(self.b(f).sum(), f)
+            (dh,) = torch.autograd.grad(self.potential(f).sum(), f)
+        return db, dh
+
 
 def _identity(u: Tensor) -> Tensor:
     return u

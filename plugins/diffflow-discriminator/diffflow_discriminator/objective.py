@@ -7,7 +7,9 @@ The players depend on the model's smoother:
 * ``generator`` smoother (a GAN): the discriminator sees ``g(z)``; the generator's loss *is* the smoother's
   surrogate ``-E<stopgrad(v(g(z))), g(z)>`` with ``v`` the discriminator drift, so its gradient is
   ``-E[J^T v]`` (eq 11) and an SGD step moves the particles by ``lr * A[v]`` (eq 13) (optionally the
-  particles the discriminator step just saw, reusing their generator pass);
+  particles the discriminator step just saw, reusing their generator pass). With ``updates="simultaneous"``
+  both players step from one pass: the drift at the particles is read off the discriminator loss's own
+  backward (:meth:`GanObjective.joint_loss`);
 * ``identity`` smoother (a Discriminator Flow): each step simulates the current flow from ``N(0, I)``, draws
   ``k ~ U{0..N-1}`` per sample and trains on data versus ``z_k`` at ``t = k/N`` (+ gradient penalty).
 """
@@ -40,12 +42,15 @@ class GanObjective(Objective):
     ``generator_lr``/``generator_betas`` the players' Adam settings (GPM: 2e-4, (0.5, 0.999)). With
     ``reuse_particles`` the generator step moves the particles of the discriminator step (one generator pass
     fewer per iteration) instead of fresh ones; off by default: on ring5 it trained worse
-    (docs/benchmarks/discriminator.md).
+    (docs/benchmarks/discriminator.md). ``updates`` is ``"alternating"`` (GPM's loop: the generator follows
+    the discriminator just updated) or ``"simultaneous"`` (both follow the current one, from one pass; the
+    last of ``d_steps`` discriminator steps is the shared one).
     """
 
     def __init__(self, flow: DiscriminatorFlow, d_steps: int = 1, gp_weight: float = 0.0, gp_center: float = 0.0,
                  flow_steps: int = 56, lr: float | None = None, betas=(0.5, 0.999), generator_lr: float | None = None,
-                 generator_betas=(0.5, 0.999), reuse_particles: bool = False) -> None:
+                 generator_betas=(0.5, 0.999), reuse_particles: bool = False,
+                 updates: str = "alternating") -> None:
         if not hasattr(flow, "logit") or not hasattr(flow, "loss"):
             raise ConfigError(f"flow: objective 'gan' needs a discriminator flow (with logit and loss), "
                               f"got {type(flow).__name__}")
@@ -56,7 +61,12 @@ class GanObjective(Objective):
             raise ConfigError(f"gp_weight: expected a number >= 0, got {gp_weight!r}")
         self.flow, self.d_steps, self.flow_steps = flow, d_steps, flow_steps
         self.gp_weight, self.gp_center = float(gp_weight), float(gp_center)
-        self.reuse_particles = bool(reuse_particles)
+        if updates not in ("alternating", "simultaneous"):
+            raise ConfigError(f"updates: expected 'alternating' or 'simultaneous', got {updates!r}")
+        if updates == "simultaneous" and reuse_particles:
+            raise ConfigError("reuse_particles: simultaneous updates always share the particles; "
+                              "set reuse_particles = false or updates = 'alternating'")
+        self.reuse_particles, self.updates = bool(reuse_particles), updates
         self.lr, self.betas = lr, _check_betas("betas", betas)
         self.generator_lr, self.generator_betas = generator_lr, _check_betas("generator_betas", generator_betas)
 
@@ -64,12 +74,46 @@ class GanObjective(Objective):
     def discriminator_loss(self, real: Tensor, fake: Tensor, t: Tensor | None,
                            generator: torch.Generator | None) -> Tensor:
         """Negated eq 15 plus the gradient penalty, with real and fake evaluated at the same times ``t``."""
+        return self._discriminator_loss(real, fake.detach(), t, generator)
+
+    def _discriminator_loss(self, real: Tensor, fake: Tensor, t: Tensor | None, generator: torch.Generator | None,
+                            fake_logits: dict[str, Tensor] | None = None) -> Tensor:
+        """:meth:`discriminator_loss` keeping ``fake``'s graph (the penalty never sees it); the generated points'
+        logits go to ``fake_logits["f"]`` when given."""
         flow = self.flow
-        both = flow.logit(torch.cat([real, fake.detach()]), None if t is None else torch.cat([t, t]))
-        loss = flow.loss.discriminator_loss(*both.split(real.shape[0]))
+        real_logits, logits = flow.logit(torch.cat([real, fake]), None if t is None else torch.cat([t, t])) \
+            .split(real.shape[0])
+        if fake_logits is not None:
+            fake_logits["f"] = logits.detach()
+        loss = flow.loss.discriminator_loss(real_logits, logits)
         if self.gp_weight:
             loss = loss + self.gp_weight * gradient_penalty(flow.logit, real, fake, t, generator, self.gp_center)
         return loss
+
+    def joint_loss(self, smoother: GeneratorSmoother, batch: Batch, generator: torch.Generator | None) -> Tensor:
+        """One loss whose backward gives both players' gradients from a single pass (simultaneous updates).
+
+        Its value is the discriminator loss at ``x = g(z)`` with ``x``'s graph kept, so the discriminator's
+        weights get their usual gradient. At ``x`` that backward carries ``b'(f) grad_x f / B``; the drift is
+        ``v = eta h'(f) grad_x f`` (eq 16), so a hook on ``x`` rescales it per sample by ``-eta h'(f) / b'(f)``
+        into ``-v / B`` before it enters the generator, whose gradient is then the smoother's ``-E[J^T v]``
+        (eq 11) without a separate drift pass. Where ``b'(f)`` vanishes or underflows while ``h'(f)`` does not
+        (a hinge loss beyond its margin, an extreme logit) the hook computes the drift exactly instead.
+        """
+        z = smoother.sample_latent(len(batch), generator)
+        x = smoother(z)
+        fake_logits: dict[str, Tensor] = {}
+        flow, t0 = self.flow, torch.zeros((), device=x.device)
+
+        def to_drift(grad: Tensor) -> Tensor:
+            db, dh = flow.loss.slopes(fake_logits["f"])
+            if bool(((db == 0) & (dh != 0)).any()):
+                return -flow.drift(x.detach(), t0) / x.shape[0]
+            ratio = torch.where(db == 0, torch.zeros_like(dh), dh / db)
+            return -flow.eta * ratio.reshape(-1, *([1] * (grad.ndim - 1))) * grad
+
+        x.register_hook(to_drift)
+        return self._discriminator_loss(batch.x, x, None, generator, fake_logits)
 
     def simulated_particles(self, n: int, generator: torch.Generator | None, device) -> tuple[Tensor, Tensor]:
         """Algorithm 3 steps 2-3: ``z_k`` and ``t = k/N`` with ``k ~ U{0..N-1}`` per particle."""
@@ -112,8 +156,19 @@ class GanObjective(Objective):
                 return smoother.surrogate_loss(flow, z, t0, x)
 
             g_params = [p for p in smoother.parameters() if p.requires_grad]
+            if self.updates == "simultaneous":
+                joint = Player("discriminator", d_params + g_params,
+                               lambda batch, generator: self.joint_loss(smoother, batch, generator),
+                               groups=({"params": d_params, "lr": self.lr, "betas": self.betas},
+                                       {"params": g_params, "lr": self.generator_lr, "betas": self.generator_betas}))
+                d_only = Player("discriminator", d_params, d_loss, lr=self.lr, betas=self.betas,
+                                repeats=self.d_steps - 1)
+                return [d_only, joint] if self.d_steps > 1 else [joint]
             return [Player("discriminator", d_params, d_loss, lr=self.lr, betas=self.betas, repeats=self.d_steps),
                     Player("generator", g_params, g_loss, lr=self.generator_lr, betas=self.generator_betas)]
+        if self.updates == "simultaneous":
+            raise ConfigError(f"updates: 'simultaneous' needs the generator smoother (a GAN), "
+                              f"got {type(smoother).__name__}")
         if isinstance(smoother, IdentitySmoother):
             if not flow.time_conditioned:
                 raise ConfigError("flow.time_conditioned: a Discriminator Flow needs a time-conditioned discriminator")

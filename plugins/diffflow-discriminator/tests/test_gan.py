@@ -95,3 +95,48 @@ def test_generator_step_reuses_the_particles_of_the_discriminator_step():
     for a, b in zip(got, (p.grad for p in g_player.parameters)):
         torch.testing.assert_close(a, b)
     assert any(float(g.abs().max()) > 0 for g in got)
+
+
+def _simultaneous(loss, **objective):
+    return build(preset="gan", data=gaussian_data([1.0, 2.0]), flow={"network": SMALL, "loss": loss},
+                 objective={"updates": "simultaneous", **objective}, smoother={"network": SMALL, "latent_dim": 4},
+                 train={"progress": False, "ema": 0.0}).double()
+
+
+@pytest.mark.parametrize("loss,logit_shift", [("vanilla", 0.0), ("non-saturating", 0.0), ("wgan", 0.0),
+                                              ("hinge", 0.0), ("non-saturating", -1e4)])
+def test_simultaneous_step_gives_each_player_its_own_gradient(loss, logit_shift):
+    """The joint loss's one backward equals the discriminator loss's gradient for D and the smoother's
+    surrogate gradient -E[J^T v] (eq 11) with the *current* discriminator's drift for G, for every loss:
+    through the per-sample slope ratio h'/b', or through the exact drift where b' vanishes (hinge beyond its
+    margin; a logit shift of -1e4 makes sigmoid(f) underflow for the non-saturating loss)."""
+    model = _simultaneous(loss)
+    smoother, flow, objective = model.smoother, model.flow, model.objective
+    with torch.no_grad():
+        flow.net.body[-1].bias += logit_shift
+    (joint,) = objective.players(model)
+    d_params = [p for p in flow.net.parameters()]
+    g_params = [p for p in smoother.parameters()]
+    real = gaussian_data([1.0, 2.0], n=32, seed=1).double()
+    joint.loss(Batch(real), torch.Generator().manual_seed(4)).backward()
+    got = [p.grad.clone() for p in d_params + g_params]
+    for p in d_params + g_params:
+        p.grad = None
+
+    z = smoother.sample_latent(32, torch.Generator().manual_seed(4))
+    objective.discriminator_loss(real, smoother(z), None, None).backward()
+    smoother.surrogate_loss(flow, z, torch.zeros(())).backward()
+    expected = [p.grad for p in d_params + g_params]
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert all(float(g.abs().max()) > 0 for g in got[-2:])
+
+
+def test_simultaneous_updates_share_the_last_discriminator_step_and_refuse_bad_settings():
+    model = _simultaneous("wgan", d_steps=3, gp_weight=10.0, generator_lr=1e-4)
+    d_only, joint = model.objective.players(model)
+    assert d_only.repeats == 2 and len(joint.groups) == 2 and joint.groups[1]["lr"] == 1e-4
+    with pytest.raises(ConfigError, match="updates: expected 'alternating' or 'simultaneous', got 'both'"):
+        _simultaneous("wgan", updates="both")
+    with pytest.raises(ConfigError, match="reuse_particles"):
+        _simultaneous("wgan", reuse_particles=True)
