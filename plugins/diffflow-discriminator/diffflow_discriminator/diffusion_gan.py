@@ -40,6 +40,11 @@ CHURN_SCHEDULES = ("slide",)
 _SCORE_MLP = {"name": "mlp", "hidden": 512, "depth": 4, "embedding_dim": 128, "fourier_scale": 2.0}
 
 
+def _logit(f: Tensor) -> Tensor:
+    """The potential ``f`` of the ``(1 - kappa) g^2 / 2`` term on its own."""
+    return f
+
+
 class DiffusionGanFlow(DiscriminatorFlow):
     """Score + discriminator drift of DiffFlow's ``diffusion-gan`` or ``tdpm`` row (see the module docstring).
 
@@ -71,42 +76,53 @@ class DiffusionGanFlow(DiscriminatorFlow):
         self.score_model = registry("flows").create("score", parameterisation="edm", network=score_network,
                                                     event_shape=self.event_shape)
 
-    def _phase_gan(self, t: Tensor) -> bool:
+    def _phase_gan(self, t: Tensor | float) -> bool:
         return self.row == "diffusion-gan" or float(t) < self.t1
 
-    def sigma(self, t: Tensor) -> Tensor:
-        t = torch.as_tensor(t)
+    def sigma(self, t: Tensor | float) -> Tensor | float:
+        """``sigma(t)``: a tensor at tensor times (the data smoothing), a float at a float time (the drift's
+        per-step coefficient, with no tensor op)."""
         if self.row == "diffusion-gan":
             return self.sigma_max * (1 - t)
-        return torch.where(t < self.t1, torch.full_like(t, self.sigma_trunc),
-                           self.sigma_trunc * (1 - t) / (1 - self.t1))
+        ramp = self.sigma_trunc * (1 - t) / (1 - self.t1)
+        if isinstance(t, Tensor):
+            return torch.where(t < self.t1, torch.full_like(t, self.sigma_trunc), ramp)
+        return self.sigma_trunc if t < self.t1 else ramp
 
-    def g2(self, t: Tensor) -> Tensor:
-        """``g(t)^2 = 2 sigma |sigma'|`` (0 in TDPM's GAN phase, where sigma is constant)."""
-        t = torch.as_tensor(t)
+    def g2(self, t: Tensor | float) -> float:
+        """``g(t)^2 = 2 sigma |sigma'|`` at one time (0 in TDPM's GAN phase, where sigma is constant)."""
+        t = float(t)
         if self.row == "diffusion-gan":
-            return 2 * self.sigma(t) * self.sigma_max
-        if float(t) < self.t1:
-            return torch.zeros_like(t)
-        return 2 * self.sigma(t) * self.sigma_trunc / (1 - self.t1)
+            slope = self.sigma_max
+        else:
+            slope = 0.0 if t < self.t1 else self.sigma_trunc / (1 - self.t1)
+        return 2 * self.sigma(t) * slope
 
-    def kappa(self, t: Tensor) -> float:
+    def kappa(self, t: Tensor | float) -> float:
         """The noise share ``kappa(t)``: ``lambda(t)^2 = kappa(t) g(t)^2``."""
         return float(t) if self.churn == "slide" else self.churn
 
     def drift(self, x: Tensor, t: Tensor) -> Tensor:
         """``((1 + kappa) g^2 / 2) s_q + [w h(f) + ((1 - kappa) g^2 / 2) f]`` differentiated in ``x``
-        (SPEC §1.2 discriminator form; one input gradient for both discriminator terms)."""
-        g2, kappa = float(self.g2(t)), self.kappa(t)
+        (SPEC §1.2 discriminator form; one input gradient for both discriminator terms).
+
+        Called once per simulation step, so the scalar coefficients are Python floats and a discriminator term
+        of weight 0 stays out of the autograd graph (at ``kappa = 1``, the published rows, the weight ``w``
+        scales the gradient instead of the potential)."""
+        g2, kappa = self.g2(t), self.kappa(t)
         w_gan = self.eta if self._phase_gan(t) else 0.0
         w_logit = g2 * (1 - kappa) / 2
-        out = torch.zeros_like(x)
-        if w_gan or w_logit:
+        if w_gan and w_logit:
             out = self.potential_gradient(x, t, lambda f: w_gan * self.loss.potential(f) + w_logit * f)
+        elif w_gan or w_logit:  # one term: its weight scales the gradient
+            out = self.potential_gradient(x, t, self.loss.potential if w_gan else _logit).mul_(w_gan or w_logit)
+        else:
+            out = torch.zeros_like(x)
         if g2 > 0:
-            sigma = self.sigma(t).to(x).expand(x.shape[0])
-            out = out + g2 * (1 + kappa) / 2 * self.score_model.score(x, sigma).detach()
+            score = self.score_model.score(x, x.new_full(x.shape[:1], self.sigma(float(t))))
+            out = out.add_(score.detach(), alpha=g2 * (1 + kappa) / 2)
         return out
 
-    def diffusion(self, t: Tensor) -> Tensor:
-        return (self.kappa(t) * self.g2(t)).sqrt()
+    def diffusion(self, t: Tensor | float) -> float:
+        """``lambda(t) = sqrt(kappa(t)) g(t)`` as a float: solvers draw no noise where it is 0."""
+        return (self.kappa(t) * self.g2(t)) ** 0.5

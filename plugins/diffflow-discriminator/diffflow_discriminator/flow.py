@@ -129,18 +129,19 @@ class DiscriminatorFlow(Flow):
         if k.shape != x0.shape[:1]:
             raise ConfigError(f"k: expected one step count per particle, shape {tuple(x0.shape[:1])}, got {tuple(k.shape)}")
         order = torch.argsort(k, descending=True)
-        counts = k[order]
+        counts = k[order].tolist()
         x = x0[order].clone()
         dt = 1.0 / steps
-        active = x.shape[0]
-        for j in range(int(counts[0]) if counts.numel() else 0):
-            while active and int(counts[active - 1]) <= j:
+        active = len(counts)
+        for j in range(counts[0] if counts else 0):
+            while counts[active - 1] <= j:  # counts[0] > j: the prefix never empties
                 active -= 1
             t = torch.tensor(j * dt, dtype=x.dtype, device=x.device)
-            x[:active] += dt * self.drift(x[:active], t)
-            if self.is_stochastic:
-                noise = torch.randn(x[:active].shape, generator=generator, dtype=x.dtype).to(x.device)
-                x[:active] += self.diffusion(t) * dt ** 0.5 * noise
+            moving = x[:active]  # a view: the updates below write into x
+            moving.add_(self.drift(moving, t), alpha=dt)
+            scale = float(self.diffusion(t)) * dt ** 0.5
+            if scale:  # no draw where the noise is 0 (deterministic flows, TDPM's GAN phase)
+                moving.add_(torch.randn(moving.shape, generator=generator, dtype=x.dtype).to(x.device), alpha=scale)
         out = torch.empty_like(x)
         out[order] = x
         return out

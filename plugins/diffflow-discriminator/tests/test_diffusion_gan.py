@@ -1,6 +1,7 @@
 """DiffFlow's Diffusion-GAN and TDPM rows (SPEC §1.2, §1.4) with learned parts: drift assembly and schedules."""
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from diffflow_core.build import build
@@ -150,3 +151,63 @@ def test_churn_schedule_slides_between_gan_and_sdm_forms_at_fixed_marginals(chur
         torch.testing.assert_close(x.mean(0), m, rtol=0, atol=0.03)
         assert x.var(0).tolist() == pytest.approx([v, v], rel=0.04)
     assert float((law.ms[-1] - mu).norm()) > 0.3  # p_1 is not q: the weights, not just the target, are seen
+
+
+class Bowl(nn.Module):
+    """A time-dependent, non-quadratic logit ``f(x, t) = -(1 + t) |x - c|^2 / 2 + sin(x_0)``."""
+
+    def forward(self, x, t=None, y=None):
+        c = torch.tensor([0.5, -1.0], dtype=x.dtype)
+        return (-(1 + t[:, None]) * 0.5 * ((x - c) ** 2).sum(1, keepdim=True) + torch.sin(x[:, :1]))
+
+
+@pytest.mark.parametrize("row, churn, t", [("diffusion-gan", 1.0, 0.3), ("diffusion-gan", 0.4, 0.3),
+                                          ("diffusion-gan", "slide", 0.7), ("diffusion-gan", 0.0, 0.0),
+                                          ("tdpm", 0.4, 0.2), ("tdpm", 0.4, 0.8), ("tdpm", 1.0, 0.8)])
+def test_drift_equals_the_discriminator_form_differentiated_in_one_piece(row, churn, t):
+    """The drift keeps only the terms of nonzero weight and applies a lone weight to the gradient: it equals
+    ``grad_x [w h(f) + ((1 - kappa) g^2 / 2) f] + ((1 + kappa) g^2 / 2) s_q`` computed directly (SPEC §1.2)."""
+    f = DiffusionGanFlow(row=row, network=Bowl(), score_network=SMALL, loss="non-saturating", eta=2.0,
+                         sigma_max=3.0, churn=churn).double()
+    x = torch.randn(16, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    time = torch.tensor(t, dtype=torch.float64)
+    kappa = t if churn == "slide" else churn
+    if row == "diffusion-gan":
+        sigma, g2, w = 3.0 * (1 - t), 2 * 3.0 * (1 - t) * 3.0, 2.0
+    elif t < 0.5:
+        sigma, g2, w = 0.5, 0.0, 2.0
+    else:
+        sigma, g2, w = 0.5 * (1 - t) / 0.5, 2 * 0.5 * (1 - t) / 0.5 * 0.5 / 0.5, 0.0
+    xg = x.clone().requires_grad_(True)
+    logit = f.net(xg, time.expand(16)).squeeze(1)
+    (grad,) = torch.autograd.grad((w * -F.softplus(-logit) + g2 * (1 - kappa) / 2 * logit).sum(), xg)
+    expected = grad + g2 * (1 + kappa) / 2 * f.score_model.score(x, torch.full((16,), sigma, dtype=torch.float64))
+    torch.testing.assert_close(f.drift(x, time), expected.detach(), rtol=1e-12, atol=1e-12)
+    assert f.diffusion(time) == pytest.approx((kappa * g2) ** 0.5, rel=1e-12)
+    assert f.g2(time) == pytest.approx(g2, rel=1e-12)
+
+
+@pytest.mark.parametrize("churn", [1.0, "slide"])
+def test_stochastic_simulation_reaches_the_closed_form_marginal_at_each_particles_step(churn):
+    """Training particles (Algorithm 3 step 2 on the Diffusion-GAN row, Euler-Maruyama, each particle stopped
+    at its own ``k``) with the optimal discriminator and exact score have the closed-form law ``p_{k/N}``."""
+    mu, s, w, steps, n = torch.tensor([1.0, -0.5], dtype=torch.float64), 0.5, 0.3, 100, 6000
+
+    def sigma(t):
+        return 1 - t
+
+    law = GaussianMarginals(mu, s, torch.zeros(2, dtype=torch.float64), 1.0, sigma,
+                            beta=lambda t: 2 * sigma(t) + w, gamma=lambda t: sigma(t) + w)
+    f = DiffusionGanFlow(row="diffusion-gan", network=OptimalLogit(law), score_network=SMALL, loss="wgan", eta=w,
+                         sigma_max=1.0, churn=churn).double()
+    f.score_model = SmoothedScore(mu, s * s)
+    gen = torch.Generator().manual_seed(3)
+    eps = torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    x0 = (eps - eps.mean(0)) / eps.std(0)
+    k = torch.tensor([25, 100]).repeat_interleave(n // 2)[torch.randperm(n, generator=gen)]
+    z = f.simulate(x0, k, steps, gen)
+    for stop in (25, 100):
+        group = z[k == stop]
+        m, v = law.ms[10 * stop], float(law.vs[10 * stop])
+        torch.testing.assert_close(group.mean(0), m, rtol=0, atol=0.04)
+        assert group.var(0).tolist() == pytest.approx([v, v], rel=0.06)
