@@ -152,7 +152,10 @@ class Trainer:
         return optimizers
 
     def _lr_scale(self, step: int) -> float:
-        return min(1.0, (step + 1) / self.config.warmup) if self.config.warmup else 1.0
+        """Linear warm-up over the first ``warmup`` steps, linear decay over the last ``decay`` steps."""
+        cfg = self.config
+        scale = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
+        return scale * min(1.0, (cfg.steps - step) / cfg.decay) if cfg.decay else scale
 
     def fit(self, data: Dataset) -> History:
         cfg = self.config
