@@ -127,5 +127,5 @@ def test_residual_generated_score_is_the_data_score_plus_the_networks_edm_output
         last.weight.zero_(), last.bias.zero_()
     torch.testing.assert_close(flow.generated_denoise(x, sigma), flow.data_score.denoise(x, sigma),
                                rtol=0, atol=1e-12)
-    with flow.noise(torch.Generator().manual_seed(4)):
+    with flow.noise(torch.Generator().manual_seed(4)), torch.no_grad():
         assert float(flow.drift(x, torch.zeros(())).abs().max()) < 1e-10
