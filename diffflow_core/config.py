@@ -103,8 +103,8 @@ class TrainConfig:
     betas: tuple[float, float] = attrs.field(default=(0.9, 0.999), converter=tuple)
     weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
     warmup: int = attrs.field(default=0, validator=_non_negative_int)
-    #: the last ``decay`` steps scale the learning rate linearly down to ``1/decay`` (0 = constant)
-    decay: int = attrs.field(default=0, validator=_non_negative_int)
+    #: the learning rate falls linearly towards 0 over this fraction of the steps at the end (0 = constant)
+    decay: float = attrs.field(default=0.0, validator=_unit_interval)
     grad_clip: float | None = attrs.field(default=None, validator=_positive)
     ema: float = attrs.field(default=0.0, validator=_unit_interval)
     seed: int = 0

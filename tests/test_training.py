@@ -144,7 +144,7 @@ def test_ema_averages_the_trained_parameters_and_leaves_frozen_ones_alone():
 
 
 def test_learning_rate_warms_up_then_decays_linearly_to_the_last_step():
-    trainer = Trainer(fresh(10, warmup=2, decay=4))
+    trainer = Trainer(fresh(10, warmup=2, decay=0.4))
     assert [trainer._lr_scale(step) for step in range(10)] == [0.5, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25]
     with pytest.raises(ConfigError, match="decay"):
-        Trainer(fresh(10), decay=-1)
+        Trainer(fresh(10), decay=1.5)

@@ -152,10 +152,12 @@ class Trainer:
         return optimizers
 
     def _lr_scale(self, step: int) -> float:
-        """Linear warm-up over the first ``warmup`` steps, linear decay over the last ``decay`` steps."""
+        """Linear warm-up over the first ``warmup`` steps, linear decay over the last fraction ``decay`` of them
+        (a fraction, so the decay scales with an overridden step count)."""
         cfg = self.config
         scale = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
-        return scale * min(1.0, (cfg.steps - step) / cfg.decay) if cfg.decay else scale
+        decay_steps = max(1, round(cfg.decay * cfg.steps)) if cfg.decay else 0
+        return scale * min(1.0, (cfg.steps - step) / decay_steps) if decay_steps else scale
 
     def fit(self, data: Dataset) -> History:
         cfg = self.config
