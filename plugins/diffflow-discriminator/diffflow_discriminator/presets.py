@@ -22,8 +22,9 @@ def _gan(loss: str, summary: str, train: dict | None = None, **objective) -> dic
     }
 
 
-#: The learning rate decays linearly over the last third (4,000 iterations): W2/floor 1.228 / 1.083 / 1.617 on
-#: training seeds 0 / 1 / 2, against 1.318 / 1.351 with a constant rate (docs/benchmarks/discriminator.md).
+#: The learning rate decays linearly over the last third (4,000 iterations): W2/floor 1.228 / 1.083 on training
+#: seeds 0 / 1 against 1.318 / 1.351 with a constant rate; over seeds 0-5 median 1.21, worst 2.22
+#: (docs/benchmarks/discriminator.md).
 GAN = _gan("non-saturating", "GAN (non-saturating loss) as an Int-PM: discriminator drift through the generator NTK",
            train={"decay": 1 / 3})
 WGAN_GP = _gan("wgan", "WGAN-GP: IPM critic with gradient penalty (c0 = 1, weight 10)", d_steps=5, gp_weight=10.0,
