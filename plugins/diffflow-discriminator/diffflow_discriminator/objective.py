@@ -74,21 +74,19 @@ class GanObjective(Objective):
     def discriminator_loss(self, real: Tensor, fake: Tensor, t: Tensor | None,
                            generator: torch.Generator | None) -> Tensor:
         """Negated eq 15 plus the gradient penalty, with real and fake evaluated at the same times ``t``."""
-        return self._discriminator_loss(real, fake.detach(), t, generator)
+        return self._discriminator_loss(real, fake.detach(), t, generator)[0]
 
-    def _discriminator_loss(self, real: Tensor, fake: Tensor, t: Tensor | None, generator: torch.Generator | None,
-                            fake_logits: dict[str, Tensor] | None = None) -> Tensor:
-        """:meth:`discriminator_loss` keeping ``fake``'s graph (the penalty never sees it); the generated points'
-        logits go to ``fake_logits["f"]`` when given."""
+    def _discriminator_loss(self, real: Tensor, fake: Tensor, t: Tensor | None,
+                            generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """:meth:`discriminator_loss` keeping ``fake``'s graph (the penalty never sees it), and the generated
+        points' logits (detached)."""
         flow = self.flow
         real_logits, logits = flow.logit(torch.cat([real, fake]), None if t is None else torch.cat([t, t])) \
             .split(real.shape[0])
-        if fake_logits is not None:
-            fake_logits["f"] = logits.detach()
         loss = flow.loss.discriminator_loss(real_logits, logits)
         if self.gp_weight:
             loss = loss + self.gp_weight * gradient_penalty(flow.logit, real, fake, t, generator, self.gp_center)
-        return loss
+        return loss, logits.detach()
 
     def joint_loss(self, smoother: GeneratorSmoother, batch: Batch, generator: torch.Generator | None) -> Tensor:
         """One loss whose backward gives both players' gradients from a single pass (simultaneous updates).
@@ -102,18 +100,18 @@ class GanObjective(Objective):
         """
         z = smoother.sample_latent(len(batch), generator)
         x = smoother(z)
-        fake_logits: dict[str, Tensor] = {}
+        loss, fake_logits = self._discriminator_loss(batch.x, x, None, generator)
         flow, t0 = self.flow, torch.zeros((), device=x.device)
 
         def to_drift(grad: Tensor) -> Tensor:
-            db, dh = flow.loss.slopes(fake_logits["f"])
+            db, dh = flow.loss.slopes(fake_logits)
             if bool(((db == 0) & (dh != 0)).any()):
                 return -flow.drift(x.detach(), t0) / x.shape[0]
             ratio = torch.where(db == 0, torch.zeros_like(dh), dh / db)
             return -flow.eta * ratio.reshape(-1, *([1] * (grad.ndim - 1))) * grad
 
         x.register_hook(to_drift)
-        return self._discriminator_loss(batch.x, x, None, generator, fake_logits)
+        return loss
 
     def simulated_particles(self, n: int, generator: torch.Generator | None, device) -> tuple[Tensor, Tensor]:
         """Algorithm 3 steps 2-3: ``z_k`` and ``t = k/N`` with ``k ~ U{0..N-1}`` per particle."""

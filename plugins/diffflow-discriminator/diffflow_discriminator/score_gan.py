@@ -98,11 +98,16 @@ class ScoreGanFlow(Flow):
         finally:
             self._noise = previous
 
+    def noised(self, x: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
+        """``(sigma, sigma per sample, x + sigma eps)`` with ``sigma`` by eq 28: the draw shared by the drift and
+        the generated-score loss."""
+        sigma = self.sample_sigma(x.shape[0], generator, x)
+        s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
+        return sigma, s, x + s * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+
     def drift(self, x: Tensor, t: Tensor) -> Tensor:
         """One draw of eq 19's integrand (eq 26), with ``sigma`` by eq 28: ``sigma (w_d s_p - w_g s_rho)(x + sigma eps)``."""
-        sigma = self.sample_sigma(x.shape[0], self._noise, x)
-        s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
-        noisy = x + s * torch.randn(x.shape, generator=self._noise, dtype=x.dtype).to(x.device)
+        sigma, s, noisy = self.noised(x, self._noise)
         denoised_p = self.data_score.denoise(noisy, sigma)
         denoised_rho = self.generated_denoise(noisy, sigma, denoised_p)
         return (self.w_d * denoised_p - self.w_g * denoised_rho + (self.w_g - self.w_d) * noisy) / s
@@ -116,8 +121,7 @@ class ScoreGanFlow(Flow):
         if denoised_p is None:
             with torch.no_grad():
                 denoised_p = self.data_score.denoise(noisy, sigma)
-        sd2 = self.generated.sigma_data ** 2
-        skip = sd2 / (sigma.reshape(-1, *([1] * (noisy.ndim - 1))) ** 2 + sd2)
+        skip = self.generated.skip_scale(sigma.reshape(-1, *([1] * (noisy.ndim - 1))))
         return denoised_p + denoised - skip * noisy
 
 
@@ -147,13 +151,10 @@ class GeneratedDSM(Objective):
     def score_loss(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         """``E [w(sigma) || D_rho(x + sigma eps; sigma) - x ||^2]`` on generated ``x`` (detached)."""
         x = x.detach()
-        sigma = self.flow.sample_sigma(x.shape[0], generator, x)
-        s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
-        noisy = x + s * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        sigma, _, noisy = self.flow.noised(x, generator)
         error = (self.flow.generated_denoise(noisy, sigma) - x).flatten(1).pow(2).sum(1)
         if self.weighting == "edm":
-            sd2 = self.flow.generated.sigma_data ** 2
-            error = error * (sigma ** 2 + sd2) / (sigma ** 2 * sd2)
+            error = error * self.flow.generated.loss_weight(sigma)
         return error.mean()
 
     def prepare(self, model) -> None:

@@ -111,8 +111,18 @@ class ScoreFlow(ClassConditioned, Flow):
         s, scaled = per_sample(sigma, x), x / per_sample(self.schedule.alpha(t), x)
         sd2 = self.sigma_data ** 2
         args = (torch.rsqrt(s ** 2 + sd2) * scaled, torch.log(sigma) / 4) + ((y,) if self.conditional else ())
-        denoised = sd2 / (s ** 2 + sd2) * scaled + s * self.sigma_data * torch.rsqrt(s ** 2 + sd2) * self.net(*args)
+        denoised = self.skip_scale(s) * scaled + s * self.sigma_data * torch.rsqrt(s ** 2 + sd2) * self.net(*args)
         return denoised if self.parameterisation == "edm" else (scaled - denoised) / s
+
+    def skip_scale(self, sigma: Tensor) -> Tensor:
+        """EDM's ``c_skip(sigma) = sigma_data^2 / (sigma^2 + sigma_data^2)``: the share of the input kept by ``D``."""
+        sd2 = self.sigma_data ** 2
+        return sd2 / (sigma ** 2 + sd2)
+
+    def loss_weight(self, sigma: Tensor) -> Tensor:
+        """EDM's ``lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2``: the weight that gives the
+        preconditioned network's target unit variance at every noise level (SPEC §2.6)."""
+        return (sigma ** 2 + self.sigma_data ** 2) / (sigma * self.sigma_data) ** 2
 
     def _predict(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
         """The native output at the active sampling label/guidance (or the given labels ``y``)."""

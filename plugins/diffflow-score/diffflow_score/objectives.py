@@ -88,8 +88,7 @@ class EDMLoss(_DSM):
         labels = self.labels(flow, batch, generator)
         s = per_sample(sigma, y)
         denoised = flow.denoise(y + s * noise, sigma, labels)
-        weight = (sigma ** 2 + flow.sigma_data ** 2) / (sigma * flow.sigma_data) ** 2
-        return (weight * (denoised - y).flatten(1).pow(2).mean(1)).mean()
+        return (flow.loss_weight(sigma) * (denoised - y).flatten(1).pow(2).mean(1)).mean()
 
 
 class _EpsilonLoss(_DSM):
