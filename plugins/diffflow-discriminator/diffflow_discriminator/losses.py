@@ -21,7 +21,7 @@ from torch import Tensor
 
 from diffflow_core.errors import ConfigError, did_you_mean
 
-__all__ = ["GanLoss", "LOSSES", "get_loss", "gradient_penalty"]
+__all__ = ["GanLoss", "LOSSES", "get_loss", "gradient_penalty", "r1_penalty"]
 
 Fn = Callable[[Tensor], Tensor]
 
@@ -88,3 +88,14 @@ def gradient_penalty(logit: Callable[[Tensor, Tensor | None], Tensor], real: Ten
     x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
     (grad,) = torch.autograd.grad(logit(x_hat, t).sum(), x_hat, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - center).pow(2).mean()
+
+
+def r1_penalty(real_logits: Tensor, real: Tensor) -> Tensor:
+    """``E[||grad_x f(y)||^2]`` over data points ``y`` (the R1 penalty), from ``real_logits = f(real)`` computed
+    with ``real`` requiring grad; the graph is kept so the discriminator's weights get its gradient.
+
+    Unlike :func:`gradient_penalty` it acts on the data only: it flattens the discriminator around the data
+    without constraining it between data and particles, so the drift of eq 16 still pulls stray particles
+    back while it fades as the generated law reaches the data's."""
+    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+    return grad.flatten(1).pow(2).sum(1).mean()

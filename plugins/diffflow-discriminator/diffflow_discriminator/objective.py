@@ -22,7 +22,7 @@ from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Batch, Objective, Player
 from diffflow_core.smoothers import GeneratorSmoother, IdentitySmoother
 from diffflow_discriminator.flow import DiscriminatorFlow
-from diffflow_discriminator.losses import gradient_penalty
+from diffflow_discriminator.losses import gradient_penalty, r1_penalty
 
 __all__ = ["GanObjective"]
 
@@ -35,11 +35,12 @@ def _check_betas(field: str, betas) -> tuple[float, float]:
 
 
 class GanObjective(Objective):
-    """Discriminator loss ``E[b(f(fake))] - E[a(f(real))] + gp_weight * GP`` and, for a GAN, the generator.
+    """Discriminator loss ``E[b(f(fake))] - E[a(f(real))] + gp_weight * GP (+ R1)`` and, for a GAN, the generator.
 
     ``d_steps`` discriminator steps per iteration; ``gp_weight`` and ``gp_center`` (c0) set the gradient
-    penalty; ``flow_steps`` is N, the number of simulation steps of a Discriminator Flow; ``lr``/``betas`` and
-    ``generator_lr``/``generator_betas`` the players' Adam settings (GPM: 2e-4, (0.5, 0.999)). With
+    penalty on interpolates; ``r1_weight`` (gamma) adds ``gamma / 2 * E||grad_x f(data)||^2``, a penalty on
+    the data points only (R1); ``flow_steps`` is N, the number of simulation steps of a Discriminator Flow;
+    ``lr``/``betas`` and ``generator_lr``/``generator_betas`` the players' Adam settings (GPM: 2e-4, (0.5, 0.999)). With
     ``reuse_particles`` the generator step moves the particles of the discriminator step (one generator pass
     fewer per iteration) instead of fresh ones; off by default: on ring5 it trained worse
     (docs/benchmarks/discriminator.md). ``updates`` is ``"alternating"`` (GPM's loop: the generator follows
@@ -50,17 +51,18 @@ class GanObjective(Objective):
     def __init__(self, flow: DiscriminatorFlow, d_steps: int = 1, gp_weight: float = 0.0, gp_center: float = 0.0,
                  flow_steps: int = 56, lr: float | None = None, betas=(0.5, 0.999), generator_lr: float | None = None,
                  generator_betas=(0.5, 0.999), reuse_particles: bool = False,
-                 updates: str = "alternating") -> None:
+                 updates: str = "alternating", r1_weight: float = 0.0) -> None:
         if not hasattr(flow, "logit") or not hasattr(flow, "loss"):
             raise ConfigError(f"flow: objective 'gan' needs a discriminator flow (with logit and loss), "
                               f"got {type(flow).__name__}")
         for field, value in (("d_steps", d_steps), ("flow_steps", flow_steps)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{field}: expected a positive integer, got {value!r}")
-        if not gp_weight >= 0:
-            raise ConfigError(f"gp_weight: expected a number >= 0, got {gp_weight!r}")
+        for field, value in (("gp_weight", gp_weight), ("r1_weight", r1_weight)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ConfigError(f"{field}: expected a number >= 0, got {value!r}")
         self.flow, self.d_steps, self.flow_steps = flow, d_steps, flow_steps
-        self.gp_weight, self.gp_center = float(gp_weight), float(gp_center)
+        self.gp_weight, self.gp_center, self.r1_weight = float(gp_weight), float(gp_center), float(r1_weight)
         if updates not in ("alternating", "simultaneous"):
             raise ConfigError(f"updates: expected 'alternating' or 'simultaneous', got {updates!r}")
         if updates == "simultaneous" and reuse_particles:
@@ -73,7 +75,7 @@ class GanObjective(Objective):
     # -- losses --------------------------------------------------------------------------------------
     def discriminator_loss(self, real: Tensor, fake: Tensor, t: Tensor | None,
                            generator: torch.Generator | None) -> Tensor:
-        """Negated eq 15 plus the gradient penalty, with real and fake evaluated at the same times ``t``."""
+        """Negated eq 15 plus the gradient penalties, with real and fake evaluated at the same times ``t``."""
         return self._discriminator_loss(real, fake.detach(), t, generator)[0]
 
     def _discriminator_loss(self, real: Tensor, fake: Tensor, t: Tensor | None,
@@ -81,11 +83,15 @@ class GanObjective(Objective):
         """:meth:`discriminator_loss` keeping ``fake``'s graph (the penalty never sees it), and the generated
         points' logits (detached)."""
         flow = self.flow
+        if self.r1_weight:
+            real = real.detach().requires_grad_(True)
         real_logits, logits = flow.logit(torch.cat([real, fake]), None if t is None else torch.cat([t, t])) \
             .split(real.shape[0])
         loss = flow.loss.discriminator_loss(real_logits, logits)
         if self.gp_weight:
             loss = loss + self.gp_weight * gradient_penalty(flow.logit, real, fake, t, generator, self.gp_center)
+        if self.r1_weight:
+            loss = loss + self.r1_weight / 2 * r1_penalty(real_logits, real)
         return loss, logits.detach()
 
     def joint_loss(self, smoother: GeneratorSmoother, batch: Batch, generator: torch.Generator | None) -> Tensor:
