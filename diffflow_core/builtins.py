@@ -23,6 +23,8 @@ def register_networks(register):
              "DCGAN generator body: latent -> image (transposed convolutions, BN, tanh)")
     register("dcgan-discriminator", "diffflow_core.networks.dcgan:DCGANDiscriminator",
              "DCGAN discriminator body: image (+ t, label) -> logit (strided convolutions)")
+    register("conv-critic", "diffflow_core.networks.critic:ConvCritic",
+             "Residual conv critic for small images: 3x3 blocks per level, time/label embedding in each block")
 
 
 @hookimpl
