@@ -74,12 +74,14 @@ class GeneratorSmoother(Smoother, nn.Module):
             return self(self.z)
 
     # -- the Int-PM --------------------------------------------------------------------------------------
-    def surrogate_loss(self, flow: Flow, z: Tensor, t: Tensor, x: Tensor | None = None) -> Tensor:
+    def surrogate_loss(self, flow: Flow | None, z: Tensor | None, t: Tensor | None, x: Tensor | None = None,
+                       drift: Tensor | None = None) -> Tensor:
         """``-E_z <stopgrad(v(g(z), t)), g(z)>``: its theta-gradient is ``-E_z[J^T v]`` (eq 11).
 
-        ``x`` is ``g(z)`` when the caller already evaluated it with its graph (saves one generator pass)."""
+        ``x`` is ``g(z)`` when the caller already evaluated it with its graph (saves one generator pass);
+        ``drift`` is ``v`` at ``x`` when the caller already has it (then ``flow`` and ``t`` are not used)."""
         x = self(z) if x is None else x
-        v = flow.drift(x.detach(), t).detach()
+        v = (flow.drift(x.detach(), t) if drift is None else drift).detach()
         return -(v * x).flatten(1).sum(1).mean()
 
     def operator(self, v: Tensor, z: Tensor) -> Tensor:

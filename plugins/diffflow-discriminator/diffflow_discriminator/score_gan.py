@@ -109,7 +109,10 @@ class ScoreGanFlow(Flow):
         """One draw of eq 19's integrand (eq 26), with ``sigma`` by eq 28: ``sigma (w_d s_p - w_g s_rho)(x + sigma eps)``."""
         sigma, s, noisy = self.noised(x, self._noise)
         denoised_p = self.data_score.denoise(noisy, sigma)
-        denoised_rho = self.generated_denoise(noisy, sigma, denoised_p)
+        return self.combine(noisy, s, denoised_p, self.generated_denoise(noisy, sigma, denoised_p))
+
+    def combine(self, noisy: Tensor, s: Tensor, denoised_p: Tensor, denoised_rho: Tensor) -> Tensor:
+        """Eq 26 from the two denoisers at ``x_tilde``: ``(w_d D_p - w_g D_rho + (w_g - w_d) x_tilde) / sigma``."""
         return (self.w_d * denoised_p - self.w_g * denoised_rho + (self.w_g - self.w_d) * noisy) / s
 
     def generated_denoise(self, noisy: Tensor, sigma: Tensor, denoised_p: Tensor | None = None) -> Tensor:
@@ -134,28 +137,42 @@ class GeneratedDSM(Objective):
     which for ``sigma << sigma_data`` is ``1/sigma^2``: the squared error of ``sigma s_rho = (D_rho - x_tilde)/sigma``,
     the quantity the generator's drift (eq 26) is made of. Unweighted, the small-sigma levels, whose errors
     the drift amplifies by ``1/sigma``, count ``sigma^2`` times less than the large ones.
+
+    ``updates`` is ``"alternating"`` (GPM's loop: the generator step draws fresh particles and noise and reads
+    ``D_rho`` just updated) or ``"simultaneous"``: the score step draws ``x = g(z)`` with its graph and the
+    generator step reuses that draw, its ``(sigma, eps)`` and ``D_rho(x_tilde)`` from before the score update,
+    so a generator step costs one data-score pass and the generator's backward instead of two generator, two
+    score passes and the backward.
     """
 
     def __init__(self, flow: ScoreGanFlow, score_steps: int = 10, lr: float | None = None, generator_lr: float | None = None,
-                 betas=(0.5, 0.999), score_betas=(0.9, 0.999), weighting: str = "none") -> None:
+                 betas=(0.5, 0.999), score_betas=(0.9, 0.999), weighting: str = "none",
+                 updates: str = "alternating") -> None:
         if not isinstance(flow, ScoreGanFlow):
             raise ConfigError(f"flow: objective 'generated-dsm' needs the 'score-gan' flow, got {type(flow).__name__}")
         if isinstance(score_steps, bool) or not isinstance(score_steps, int) or score_steps < 1:
             raise ConfigError(f"score_steps: expected a positive integer, got {score_steps!r}")
         if weighting not in ("none", "edm"):
             raise ConfigError(f"weighting: expected 'none' or 'edm', got {weighting!r}")
-        self.flow, self.score_steps, self.weighting = flow, score_steps, weighting
+        if updates not in ("alternating", "simultaneous"):
+            raise ConfigError(f"updates: expected 'alternating' or 'simultaneous', got {updates!r}")
+        self.flow, self.score_steps, self.weighting, self.updates = flow, score_steps, weighting, updates
         self.lr, self.generator_lr = lr, generator_lr
         self.betas, self.score_betas = tuple(betas), tuple(score_betas)
 
     def score_loss(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         """``E [w(sigma) || D_rho(x + sigma eps; sigma) - x ||^2]`` on generated ``x`` (detached)."""
+        return self._score_loss(x, generator)[0]
+
+    def _score_loss(self, x: Tensor, generator: torch.Generator | None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """:meth:`score_loss` and its draw ``(sigma, sigma per sample, x_tilde, D_rho(x_tilde))``, detached."""
         x = x.detach()
-        sigma, _, noisy = self.flow.noised(x, generator)
-        error = (self.flow.generated_denoise(noisy, sigma) - x).flatten(1).pow(2).sum(1)
+        sigma, s, noisy = self.flow.noised(x, generator)
+        denoised = self.flow.generated_denoise(noisy, sigma)
+        error = (denoised - x).flatten(1).pow(2).sum(1)
         if self.weighting == "edm":
             error = error * self.flow.generated.loss_weight(sigma)
-        return error.mean()
+        return error.mean(), (sigma, s, noisy, denoised.detach())
 
     def prepare(self, model) -> None:
         """Train the data denoiser first (``edm`` preset on the model's data) unless it was loaded; then, with
@@ -182,12 +199,24 @@ class GeneratedDSM(Objective):
         self.prepare(model)
         t0 = torch.zeros(())
 
+        shared: dict[str, tuple[Tensor, ...]] = {}
+
         def score_loss(batch: Batch, generator):
-            with torch.no_grad():
-                x = smoother.sample(len(batch), generator)
-            return self.score_loss(x, generator)
+            if self.updates == "alternating":
+                with torch.no_grad():
+                    x = smoother.sample(len(batch), generator)
+                return self.score_loss(x, generator)
+            x = smoother.sample(len(batch), generator)  # graph kept for this iteration's generator step
+            loss, draw = self._score_loss(x, generator)
+            shared["last"] = (x, *draw)
+            return loss
 
         def generator_loss(batch: Batch, generator):
+            if self.updates == "simultaneous":
+                x, sigma, s, noisy, denoised_rho = shared.pop("last")
+                with torch.no_grad():
+                    v = flow.combine(noisy, s, flow.data_score.denoise(noisy, sigma), denoised_rho)
+                return smoother.surrogate_loss(None, None, None, x, drift=v)
             z = smoother.sample_latent(len(batch), generator)
             with flow.noise(generator):
                 return smoother.surrogate_loss(flow, z, t0)

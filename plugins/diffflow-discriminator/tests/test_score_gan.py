@@ -129,3 +129,56 @@ def test_residual_generated_score_is_the_data_score_plus_the_networks_edm_output
                                rtol=0, atol=1e-12)
     with flow.noise(torch.Generator().manual_seed(4)), torch.no_grad():
         assert float(flow.drift(x, torch.zeros(())).abs().max()) < 1e-10
+
+
+def test_simultaneous_generator_step_reuses_the_score_steps_draw_and_pre_update_generated_score():
+    """``updates="simultaneous"``: the score loss is the DSM loss of the draw ``g(z)``, and the generator's
+    gradient is ``-E[J^T v]`` with eq 26's ``v`` at that draw's ``x_tilde`` and ``D_rho`` *before* the score
+    update (here the score weights are perturbed between the two losses, as an optimiser step would)."""
+    import copy
+
+    model = small_score_gan(w_d=2.0).double()
+    model.objective.updates = "simultaneous"
+    smoother, flow = model.smoother, model.flow
+    score_player, gen_player = model.objective.players(model)
+    n, seed = 12, 5
+    before = copy.deepcopy(flow.generated)
+    score = score_player.loss(_batch(n), torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        for p in flow.generated.parameters():
+            p.add_(0.1)
+    grads = torch.autograd.grad(gen_player.loss(_batch(n), torch.Generator().manual_seed(99)), gen_player.parameters)
+
+    replay = torch.Generator().manual_seed(seed)
+    x = smoother(smoother.sample_latent(n, replay))
+    sigma = flow.sample_sigma(n, replay, x)
+    noisy = x.detach() + sigma[:, None] * torch.randn(x.shape, generator=replay, dtype=x.dtype)
+    with torch.no_grad():
+        denoised_rho = before.denoise(noisy, sigma)
+        v = (2.0 * flow.data_score.denoise(noisy, sigma) - denoised_rho - noisy) / sigma[:, None]
+    error = (denoised_rho - x.detach()).pow(2).sum(1) * flow.generated.loss_weight(sigma)  # the preset's "edm"
+    torch.testing.assert_close(score, error.mean(), rtol=1e-12, atol=0)
+    jtv = torch.autograd.grad(x, gen_player.parameters, grad_outputs=v / n)
+    for g, j in zip(grads, jtv):
+        torch.testing.assert_close(g, -j, rtol=1e-10, atol=1e-12)
+    assert max(float(j.abs().max()) for j in jtv) > 0
+
+
+def test_simultaneous_score_gan_steps_the_generator_every_score_steps_and_refuses_unknown_modes():
+    import pytest
+
+    from diffflow_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="updates"):
+        build(preset="score-gan", data=torch.randn(50, 2), flow={"network": SMALL, "data_network": SMALL},
+              objective={"updates": "jointly"})
+    model = build(preset="score-gan", data=torch.randn(500, 2, generator=torch.Generator().manual_seed(0)) + 1,
+                  flow={"network": SMALL, "data_network": SMALL, "data_steps": 0},
+                  smoother={"network": SMALL, "latent_dim": 3}, objective={"updates": "simultaneous", "score_steps": 3},
+                  train={"progress": False})
+    start = [p.detach().clone() for p in model.smoother.parameters()]
+    history = model.fit(steps=7, lr=1e-3, log_every=1)
+    generator_losses = [r.get("loss/generator") for r in history.records]
+    assert generator_losses[0] == generator_losses[2] != generator_losses[3]  # stepped at 0, 3, 6 only
+    assert generator_losses[3] == generator_losses[5] != generator_losses[6]
+    assert all(not torch.equal(a, b) for a, b in zip(start, model.smoother.parameters()))
