@@ -1,4 +1,4 @@
 """The one training engine every family shares."""
-from diffflow_core.training.trainer import History, Trainer
+from diffflow_core.training.trainer import History, OptimisticAdam, Trainer
 
-__all__ = ["Trainer", "History"]
+__all__ = ["Trainer", "History", "OptimisticAdam"]

@@ -140,3 +140,16 @@ def test_simultaneous_updates_share_the_last_discriminator_step_and_refuse_bad_s
         _simultaneous("wgan", updates="both")
     with pytest.raises(ConfigError, match="reuse_particles"):
         _simultaneous("wgan", reuse_particles=True)
+
+
+@pytest.mark.parametrize("updates", ["alternating", "simultaneous"])
+def test_optimistic_gan_steps_every_player_with_optimistic_adam(updates):
+    from diffflow_core.training import OptimisticAdam, Trainer
+
+    model = build(preset="gan", data=torch.randn(200, 2), flow={"network": SMALL}, smoother={"network": SMALL},
+                  objective={"updates": updates, "optimistic": True, "d_steps": 2})
+    players = model.objective.players(model)
+    assert len(players) == 2 and all(p.optimistic for p in players)
+    assert all(type(o) is OptimisticAdam for o in Trainer(model)._optimizers(players))
+    with pytest.raises(ConfigError, match="optimistic: expected true or false, got 'yes'"):
+        build(preset="gan", data=torch.randn(20, 2), objective={"optimistic": "yes"})
