@@ -230,6 +230,11 @@ class Objective:
         params = [p for p in model.flow.parameters() if p.requires_grad]
         return [Player("model", params, lambda batch, gen: self.loss(model.flow, batch, gen))]
 
+    def unaveraged(self, model) -> list[nn.Parameter]:
+        """Trained parameters that sampling never reads (a GAN's discriminator, a Score GAN's generated score):
+        the trainer's EMA skips them. Default: none."""
+        return []
+
 
 def check_steps(steps: int) -> None:
     """Step counts are always explicit and positive (no silent single step)."""

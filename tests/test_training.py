@@ -195,3 +195,19 @@ def test_optimistic_adam_damps_the_spiral_of_simultaneous_adam_on_a_bilinear_gam
         return float(torch.cat([x, y]).detach().norm())
 
     assert radius(torch.optim.Adam) > 1.2 * 2 ** 0.5 and radius(OptimisticAdam) < 0.9 * 2 ** 0.5
+
+
+def test_ema_skips_the_parameters_the_objective_says_sampling_never_reads():
+    """``Objective.unaveraged``: those parameters end at their raw trained values (as with no EMA), the others
+    at their averages (as with an EMA of everything); training itself is unchanged."""
+    def trained(ema, skip_first_layer=False):
+        model = fresh(20, ema=ema)
+        if skip_first_layer:
+            model.objective.unaveraged = lambda m: list(m.flow.net.body[0].parameters())
+        model.fit()
+        return dict(model.named_parameters())
+
+    averaged, raw, mixed = trained(0.9), trained(0.0), trained(0.9, skip_first_layer=True)
+    for name, value in mixed.items():
+        torch.testing.assert_close(value, (raw if ".body.0." in name else averaged)[name], rtol=0, atol=0)
+    assert not torch.equal(averaged["flow.net.body.0.weight"], raw["flow.net.body.0.weight"])

@@ -72,11 +72,14 @@ class EMA:
     """Exponential moving average of a module's trained parameters and floating-point buffers.
 
     Frozen parameters (``requires_grad=False``, e.g. a Score GAN's pretrained data score) never move, so they
-    are not averaged: no per-step work for them."""
+    are not averaged: no per-step work for them; nor are the ``skip`` ones, which sampling never reads
+    (:meth:`Objective.unaveraged`): they keep their trained values."""
 
-    def __init__(self, module: nn.Module, decay: float) -> None:
+    def __init__(self, module: nn.Module, decay: float, skip: list[Tensor] = ()) -> None:
         self.module, self.decay = module, decay
-        frozen = {name for name, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad}
+        skipped = {id(p) for p in skip}
+        frozen = {name for name, p in module.named_parameters(remove_duplicate=False)
+                  if not p.requires_grad or id(p) in skipped}
         live = {k: v for k, v in module.state_dict().items() if v.dtype.is_floating_point and k not in frozen}
         self.shadow = {k: v.detach().clone() for k, v in live.items()}
         # state_dict tensors share storage with the module (loading copies in place): one fused lerp per step
@@ -173,7 +176,7 @@ class Trainer:
         if not players or not any(p.parameters for p in players):
             raise ConfigError("objective: produced no trainable parameters")
         optimizers = self._optimizers(players)
-        ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
+        ema = EMA(model, cfg.ema, skip=model.objective.unaveraged(model)) if cfg.ema > 0 else None
         train, labels = data.train, data.train_labels
         if dist.world > 1:
             train, labels = train[dist.rank::dist.world], None if labels is None else labels[dist.rank::dist.world]

@@ -136,6 +136,11 @@ class GanObjective(Objective):
         return self.discriminator_loss(self.flow.smooth(batch.x, t, generator), fake, t, generator)
 
     # -- players -------------------------------------------------------------------------------------
+    def unaveraged(self, model) -> list[torch.nn.Parameter]:
+        """A GAN samples with its generator alone: no EMA of the discriminator (a Discriminator Flow's
+        discriminator *is* its sampler and is averaged)."""
+        return list(self.flow.net.parameters()) if isinstance(model.smoother, GeneratorSmoother) else []
+
     def players(self, model) -> list[Player]:
         smoother, flow = model.smoother, self.flow
         d_params = [p for p in flow.net.parameters() if p.requires_grad]

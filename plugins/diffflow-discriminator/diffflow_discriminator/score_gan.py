@@ -192,6 +192,10 @@ class GeneratedDSM(Objective):
             flow.generated.load_state_dict(flow.data_score.state_dict())
             flow.generated_copied = True
 
+    def unaveraged(self, model) -> list[nn.Parameter]:
+        """Sampling is one generator pass: no EMA of the generated-data denoiser."""
+        return list(self.flow.generated.parameters())
+
     def players(self, model) -> list[Player]:
         smoother, flow = model.smoother, self.flow
         if not isinstance(smoother, GeneratorSmoother):

@@ -153,3 +153,14 @@ def test_optimistic_gan_steps_every_player_with_optimistic_adam(updates):
     assert all(type(o) is OptimisticAdam for o in Trainer(model)._optimizers(players))
     with pytest.raises(ConfigError, match="optimistic: expected true or false, got 'yes'"):
         build(preset="gan", data=torch.randn(20, 2), objective={"optimistic": "yes"})
+
+
+def test_only_a_gans_generator_is_averaged_but_a_discriminator_flows_discriminator_is():
+    from diffflow_core.training.trainer import EMA
+
+    gan = build(preset="gan", data=torch.randn(20, 2), flow={"network": SMALL}, smoother={"network": SMALL})
+    shadow = EMA(gan, 0.9, skip=gan.objective.unaveraged(gan)).shadow
+    params = {name for name, _ in gan.named_parameters()}
+    assert params & set(shadow) == {name for name in params if name.startswith("smoother.")}
+    flow = build(preset="discriminator-flow", data=torch.randn(20, 2), flow={"network": SMALL})
+    assert flow.objective.unaveraged(flow) == []

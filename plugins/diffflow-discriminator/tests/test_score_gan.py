@@ -182,3 +182,12 @@ def test_simultaneous_score_gan_steps_the_generator_every_score_steps_and_refuse
     assert generator_losses[0] == generator_losses[2] != generator_losses[3]  # stepped at 0, 3, 6 only
     assert generator_losses[3] == generator_losses[5] != generator_losses[6]
     assert all(not torch.equal(a, b) for a, b in zip(start, model.smoother.parameters()))
+
+
+def test_only_the_generator_is_averaged():
+    from diffflow_core.training.trainer import EMA
+
+    model = small_score_gan()
+    shadow = EMA(model, 0.9, skip=model.objective.unaveraged(model)).shadow
+    params = {name for name, _ in model.named_parameters()}
+    assert params & set(shadow) == {name for name in params if name.startswith("smoother.")}
