@@ -9,8 +9,7 @@ takes one Adam step; a GAN iteration is one discriminator and one generator step
 a Score GAN iteration is one generated-score step and one generator step (both scores EDM denoisers, 4x512).
 Ours is the ``Trainer`` running the presets' players (with the presets' EMA) at GPM's network sizes; the GAN
 is measured three times: alternating with fresh particles for the generator step, alternating with
-``reuse_particles``, and with ``updates="simultaneous"`` (one pass serves both players; also with
-``optimistic`` Adam); the Score GAN
+``reuse_particles``, and with ``updates="simultaneous"`` (one pass serves both players); the Score GAN
 alternating and with ``updates="simultaneous"`` (the generator step reuses the score step's draw).
 Reference and ours alternate ``--repeats`` times (the machine is shared) and the medians are compared. Writes
 ``benchmarks/results/discriminator_speed.json``.
@@ -157,9 +156,6 @@ def main() -> None:
                                                reuse_particles=True),
         "gan-simultaneous": lambda: compare("GAN, simultaneous updates", "gan", args.iters_gan, args.repeats,
                                             gan_ref, updates="simultaneous"),
-        "gan-simultaneous-optimistic": lambda: compare("GAN, simultaneous updates, optimistic Adam", "gan",
-                                                       args.iters_gan, args.repeats, gan_ref, updates="simultaneous",
-                                                       optimistic=True),
         # one generator step per score step in both loops (the preset takes one per score_steps)
         "score-gan": lambda: compare("Score GAN", "score-gan", args.iters_gan, args.repeats, score_gan_ref,
                                      score_steps=1),
