@@ -195,8 +195,7 @@ class Player:
     iteration (several discriminator steps). ``groups`` splits ``parameters`` into optimiser groups with their
     own settings, ``({"params": [...], "lr": ..., "betas": ...}, ...)`` as torch optimisers take them (missing
     settings fall back to the player's, then the training config's): one loss whose single backward trains
-    several parties, each at its own learning rate (simultaneous GAN updates). ``optimistic`` steps with
-    optimistic Adam (``2 d_t - d_{t-1}``, Daskalakis et al. 2018) instead of Adam.
+    several parties, each at its own learning rate (simultaneous GAN updates).
     """
 
     name: str
@@ -207,7 +206,6 @@ class Player:
     repeats: int = 1
     every: int = 1
     groups: tuple[dict[str, Any], ...] = ()
-    optimistic: bool = False
 
     def __attrs_post_init__(self) -> None:
         grouped = [p for group in self.groups for p in group["params"]]

@@ -150,53 +150,6 @@ def test_learning_rate_warms_up_then_decays_linearly_to_the_last_step():
         Trainer(fresh(10), decay=1.5)
 
 
-def _adam_steps(adam, gradients):
-    """Run ``adam`` on one float64 parameter fed ``gradients``; the parameter after each step."""
-    (p,) = adam.param_groups[0]["params"]
-    path = [p.detach().clone()]
-    for g in gradients:
-        p.grad = g.clone()
-        adam.step()
-        path.append(p.detach().clone())
-    return torch.stack(path)
-
-
-def test_optimistic_adam_moves_by_twice_adams_step_minus_the_previous_one():
-    """With a fixed gradient sequence Adam's step d_t does not depend on the parameter, so optimistic Adam's
-    iterates satisfy theta_{t+1} - theta_t = 2 d_t - d_{t-1} (d_{-1} = 0) exactly; its state round-trips."""
-    from diffflow_core.training import OptimisticAdam
-
-    gradients = torch.randn(8, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    start = torch.randn(5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    plain = _adam_steps(torch.optim.Adam([start.clone().requires_grad_()], lr=0.1, betas=(0.5, 0.9)), gradients)
-    optimistic_adam = OptimisticAdam([start.clone().requires_grad_()], lr=0.1, betas=(0.5, 0.9))
-    optimistic = _adam_steps(optimistic_adam, gradients[:5])
-    d = plain.diff(dim=0)
-    expected = 2 * d - torch.cat([torch.zeros(1, 5, dtype=torch.float64), d[:-1]])
-    torch.testing.assert_close(optimistic.diff(dim=0), expected[:5], rtol=1e-12, atol=1e-14)
-    resumed = OptimisticAdam([optimistic[-1].clone().requires_grad_()], lr=0.1, betas=(0.5, 0.9))
-    resumed.load_state_dict(optimistic_adam.state_dict())
-    rest = _adam_steps(resumed, gradients[5:])
-    torch.testing.assert_close(rest.diff(dim=0), expected[5:], rtol=1e-12, atol=1e-14)
-
-
-def test_optimistic_adam_damps_the_spiral_of_simultaneous_adam_on_a_bilinear_game():
-    """min_x max_y x y with both players stepping at once from (1, 1), lr 0.02, betas (0.5, 0.999): over 1,500
-    steps Adam's iterates spiral outwards (radius 1.84 from 1.41), optimistic Adam's inwards (1.17)."""
-    from diffflow_core.training import OptimisticAdam
-
-    def radius(adam_class):
-        x, y = torch.ones(1, requires_grad=True), torch.ones(1, requires_grad=True)
-        players = adam_class([x], lr=0.02, betas=(0.5, 0.999)), adam_class([y], lr=0.02, betas=(0.5, 0.999))
-        for _ in range(1500):
-            x.grad, y.grad = y.detach().clone(), -x.detach().clone()
-            for adam in players:
-                adam.step()
-        return float(torch.cat([x, y]).detach().norm())
-
-    assert radius(torch.optim.Adam) > 1.2 * 2 ** 0.5 and radius(OptimisticAdam) < 0.9 * 2 ** 0.5
-
-
 def test_ema_skips_the_parameters_the_objective_says_sampling_never_reads():
     """``Objective.unaveraged``: those parameters end at their raw trained values (as with no EMA), the others
     at their averages (as with an EMA of everything); training itself is unchanged."""

@@ -1,4 +1,4 @@
 """The one training engine every family shares."""
-from diffflow_core.training.trainer import History, OptimisticAdam, Trainer
+from diffflow_core.training.trainer import History, Trainer
 
-__all__ = ["Trainer", "History", "OptimisticAdam"]
+__all__ = ["Trainer", "History"]

@@ -24,7 +24,7 @@ from diffflow_core.interfaces import Batch, Player
 from diffflow_core.training.distributed import DistContext
 from diffflow_core.training.logs import MetricLog
 
-__all__ = ["Trainer", "History", "BatchStream", "EMA", "Evaluator", "OptimisticAdam"]
+__all__ = ["Trainer", "History", "BatchStream", "EMA", "Evaluator"]
 
 #: ``evaluate(model, step) -> {name: number}``, called with the EMA weights swapped in.
 Evaluator = Callable[[nn.Module, int], dict[str, float]]
@@ -151,8 +151,7 @@ class Trainer:
                 or [{"params": p.parameters, "lr": lr, "betas": betas}]
             for group in groups:  # the warm-up scales each group's own learning rate
                 group["base_lr"] = group["lr"]
-            adam = OptimisticAdam if p.optimistic else torch.optim.Adam
-            optimizers.append(adam(groups, weight_decay=cfg.weight_decay, fused=_fusable(p.parameters)))
+            optimizers.append(torch.optim.Adam(groups, weight_decay=cfg.weight_decay, fused=_fusable(p.parameters)))
         return optimizers
 
     def _lr_scale(self, step: int) -> float:
@@ -317,26 +316,6 @@ class Trainer:
         stream.load_state_dict(mine["stream"])
         history.records.extend(state["history"])
         return int(state["step"])
-
-
-class OptimisticAdam(torch.optim.Adam):
-    """Optimistic Adam (Daskalakis et al., 2018): each step moves by ``2 d_t - d_{t-1}``, with ``d_t`` Adam's own
-    step: Adam's step plus its change since the previous one. In a two-player game this anticipates the other
-    player's response and damps the rotation that makes simultaneous steps spiral outwards (on a bilinear game
-    Adam's iterates spiral out where optimistic Adam's move in; ``tests/test_training.py``). ``d_{t-1}`` lives
-    in the optimiser state (``previous_step``), so checkpoints resume exactly."""
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
-        before = [p.clone() for p in params]
-        loss = super().step(closure)
-        steps = torch._foreach_sub(params, before)
-        previous = [self.state[p].get("previous_step", torch.zeros_like(p)) for p in params]
-        torch._foreach_add_(params, torch._foreach_sub(steps, previous))
-        for p, taken in zip(params, steps):
-            self.state[p]["previous_step"] = taken
-        return loss
 
 
 def _fusable(params: list[Tensor]) -> bool | None:

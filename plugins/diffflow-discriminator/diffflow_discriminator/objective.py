@@ -45,14 +45,13 @@ class GanObjective(Objective):
     fewer per iteration) instead of fresh ones; off by default: on ring5 it trained worse
     (docs/benchmarks/discriminator.md). ``updates`` is ``"alternating"`` (GPM's loop: the generator follows
     the discriminator just updated) or ``"simultaneous"`` (both follow the current one, from one pass; the
-    last of ``d_steps`` discriminator steps is the shared one). ``optimistic`` steps a GAN's players with
-    optimistic Adam (``diffflow_core.training.OptimisticAdam``), which damps simultaneous updates' rotation.
+    last of ``d_steps`` discriminator steps is the shared one).
     """
 
     def __init__(self, flow: DiscriminatorFlow, d_steps: int = 1, gp_weight: float = 0.0, gp_center: float = 0.0,
                  flow_steps: int = 56, lr: float | None = None, betas=(0.5, 0.999), generator_lr: float | None = None,
                  generator_betas=(0.5, 0.999), reuse_particles: bool = False,
-                 updates: str = "alternating", r1_weight: float = 0.0, optimistic: bool = False) -> None:
+                 updates: str = "alternating", r1_weight: float = 0.0) -> None:
         if not hasattr(flow, "logit") or not hasattr(flow, "loss"):
             raise ConfigError(f"flow: objective 'gan' needs a discriminator flow (with logit and loss), "
                               f"got {type(flow).__name__}")
@@ -66,9 +65,6 @@ class GanObjective(Objective):
         self.gp_weight, self.gp_center, self.r1_weight = float(gp_weight), float(gp_center), float(r1_weight)
         if updates not in ("alternating", "simultaneous"):
             raise ConfigError(f"updates: expected 'alternating' or 'simultaneous', got {updates!r}")
-        if not isinstance(optimistic, bool):
-            raise ConfigError(f"optimistic: expected true or false, got {optimistic!r}")
-        self.optimistic = optimistic
         if updates == "simultaneous" and reuse_particles:
             raise ConfigError("reuse_particles: simultaneous updates always share the particles; "
                               "set reuse_particles = false or updates = 'alternating'")
@@ -173,15 +169,12 @@ class GanObjective(Objective):
                 joint = Player("discriminator", d_params + g_params,
                                lambda batch, generator: self.joint_loss(smoother, batch, generator),
                                groups=({"params": d_params, "lr": self.lr, "betas": self.betas},
-                                       {"params": g_params, "lr": self.generator_lr, "betas": self.generator_betas}),
-                               optimistic=self.optimistic)
+                                       {"params": g_params, "lr": self.generator_lr, "betas": self.generator_betas}))
                 d_only = Player("discriminator", d_params, d_loss, lr=self.lr, betas=self.betas,
-                                repeats=self.d_steps - 1, optimistic=self.optimistic)
+                                repeats=self.d_steps - 1)
                 return [d_only, joint] if self.d_steps > 1 else [joint]
-            return [Player("discriminator", d_params, d_loss, lr=self.lr, betas=self.betas, repeats=self.d_steps,
-                           optimistic=self.optimistic),
-                    Player("generator", g_params, g_loss, lr=self.generator_lr, betas=self.generator_betas,
-                           optimistic=self.optimistic)]
+            return [Player("discriminator", d_params, d_loss, lr=self.lr, betas=self.betas, repeats=self.d_steps),
+                    Player("generator", g_params, g_loss, lr=self.generator_lr, betas=self.generator_betas)]
         if self.updates == "simultaneous":
             raise ConfigError(f"updates: 'simultaneous' needs the generator smoother (a GAN), "
                               f"got {type(smoother).__name__}")
