@@ -19,6 +19,7 @@ from torch import Tensor
 
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Flow
+from diffflow_core.tensors import per_sample
 from diffflow_kl.logits import DensityRatio, LogitSource
 from diffflow_kl.rows import Constant, FDiv, Ladder, Row, make_row
 from diffflow_kl.scores import ScoreSource, make_particles, make_target
@@ -37,7 +38,7 @@ def _is_zero(w: Tensor | float) -> bool:
 def _per_row(w: Tensor | float, x: Tensor) -> Tensor | float:
     """Broadcast a weight (scalar or one per particle) against ``x`` ``[N, *shape]``."""
     if isinstance(w, Tensor) and w.ndim >= 1 and w.numel() > 1:
-        return w.reshape(x.shape[0], *([1] * (x.ndim - 1)))
+        return per_sample(w, x)
     return w
 
 

@@ -20,7 +20,8 @@ from diffflow_core.interfaces import Flow, as_time, check_steps
 from diffflow_core.networks import build_network
 
 from diffflow_ndm.schedules import Schedule, build_schedule
-from diffflow_ndm.transforms import Transform, as_column, build_transform
+from diffflow_core.tensors import per_sample
+from diffflow_ndm.transforms import Transform, build_transform
 
 __all__ = ["NDMFlow"]
 
@@ -79,14 +80,14 @@ class NDMFlow(Flow):
         t = as_time(t, z)
         if not self.precondition:
             return self.net(z, t)
-        alpha, sigma = (as_column(c, z) for c in self.schedule(t))
+        alpha, sigma = (per_sample(c, z) for c in self.schedule(t))
         scale = (alpha ** 2 * self.sigma_data ** 2 + sigma ** 2).sqrt()
         skip = alpha * self.sigma_data ** 2 / scale ** 2
         return skip * z + (sigma * self.sigma_data / scale) * self.net(z / scale, t)
 
     def marginal(self, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """``z_t = alpha_t F(x, t) + sigma_t eps ~ q(z_t | x)``."""
-        alpha, sigma = (as_column(c, x) for c in self.schedule(t))
+        alpha, sigma = (per_sample(c, x) for c in self.schedule(t))
         return alpha * self.transform(x, t) + sigma * eps
 
     def posterior_coefficients(self, t: Tensor, s: Tensor, eta: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
@@ -105,8 +106,8 @@ class NDMFlow(Flow):
         """Mean ``[N, *shape]`` and variance ``[N]`` of ``q(z_s | z_t, x)`` (SPEC §3.1)."""
         alpha_s, c, var = self.posterior_coefficients(t, s, eta)
         alpha_t = self.schedule(t)[0]
-        mean = (as_column(alpha_s, x) * self.transform(x, s)
-                + as_column(c, x) * (z_t - as_column(alpha_t, x) * self.transform(x, t)))
+        mean = (per_sample(alpha_s, x) * self.transform(x, s)
+                + per_sample(c, x) * (z_t - per_sample(alpha_t, x) * self.transform(x, t)))
         return mean, var
 
     def velocity(self, z: Tensor, t: Tensor, x: Tensor, kind: str) -> Tensor:
@@ -115,11 +116,11 @@ class NDMFlow(Flow):
         t = as_time(t, z)
         c = self.schedule.coefficients(t)
         value, d_value = self.transform.with_time_derivative(x, t)
-        alpha, dalpha = as_column(c.alpha, z), as_column(c.dalpha, z)
+        alpha, dalpha = per_sample(c.alpha, z), per_sample(c.dalpha, z)
         residual = z - alpha * value
         if kind == "ode":
-            return dalpha * value + alpha * d_value + as_column(c.dsigma / c.sigma, z) * residual
-        return (dalpha / alpha) * z + alpha * d_value + as_column(c.rate, z) * residual
+            return dalpha * value + alpha * d_value + per_sample(c.dsigma / c.sigma, z) * residual
+        return (dalpha / alpha) * z + alpha * d_value + per_sample(c.rate, z) * residual
 
     # -- the Flow contract ----------------------------------------------------------------------------
     def sampling_denoise(self, z: Tensor, t: Tensor) -> Tensor:
@@ -155,4 +156,4 @@ class NDMFlow(Flow):
         if eta == 0:
             return mean
         noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-        return mean + as_column(var.sqrt(), z) * noise
+        return mean + per_sample(var.sqrt(), z) * noise

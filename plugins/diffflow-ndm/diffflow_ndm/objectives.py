@@ -20,7 +20,7 @@ from diffflow_core.interfaces import Batch, Objective
 
 from diffflow_ndm.flow import NDMFlow
 from diffflow_ndm.proposals import Proposal, build_proposal
-from diffflow_ndm.transforms import as_column
+from diffflow_core.tensors import per_sample
 
 __all__ = ["WEIGHTINGS", "NELBOTerms", "NELBOObjective", "DiscreteNELBO", "ContinuousNELBO", "reconstruction_nll", "prior_kl",
            "discrete_kl", "continuous_integrand"]
@@ -54,7 +54,7 @@ def reconstruction_nll(flow: NDMFlow, x: Tensor, eps: Tensor) -> Tensor:
     zero = _times(0.0, x)
     alpha_0, sigma_0 = flow.schedule(zero)
     value = x if flow.transform.identity_at_zero else flow.transform(x, zero)
-    mean = flow.transform.decode(value + as_column(sigma_0 / alpha_0, x) * eps)
+    mean = flow.transform.decode(value + per_sample(sigma_0 / alpha_0, x) * eps)
     log_tau = flow.transform.decoder_log_scale((sigma_0 / alpha_0).log())
     dims = x[0].numel()
     return (0.5 * _flat_sq(x - mean) * torch.exp(-2 * log_tau) + dims * log_tau
@@ -77,7 +77,7 @@ def discrete_kl(flow: NDMFlow, x: Tensor, t: Tensor, s: Tensor, eps: Tensor) -> 
     alpha_t = flow.schedule(t)[0]
     gap_s = flow.transform(x, s) - flow.transform(x_hat, s)
     gap_t = flow.transform(x, t) - flow.transform(x_hat, t)
-    dmu = as_column(alpha_s, x) * gap_s - as_column(c * alpha_t, x) * gap_t
+    dmu = per_sample(alpha_s, x) * gap_s - per_sample(c * alpha_t, x) * gap_t
     return _flat_sq(dmu) / (2 * var)
 
 
@@ -91,10 +91,10 @@ def continuous_integrand(flow: NDMFlow, x: Tensor, t: Tensor, eps: Tensor) -> Te
     """
     c = flow.schedule.coefficients(t)
     value, d_value = flow.transform.with_time_derivative(x, t)
-    z = as_column(c.alpha, x) * value + as_column(c.sigma, x) * eps
+    z = per_sample(c.alpha, x) * value + per_sample(c.sigma, x) * eps
     value_hat, d_value_hat = flow.transform.with_time_derivative(flow.denoise(z, t), t)
     rate = c.rate
-    gap = as_column(c.alpha, x) * ((d_value - d_value_hat) - as_column(rate, x) * (value - value_hat))
+    gap = per_sample(c.alpha, x) * ((d_value - d_value_hat) - per_sample(rate, x) * (value - value_hat))
     return _flat_sq(gap) / (2 * c.sigma ** 2 * rate)
 
 

@@ -20,14 +20,10 @@ from torch.func import jvp
 from diffflow_core.errors import ConfigError
 from diffflow_core.networks import build_network
 from diffflow_core.specs import from_spec
+from diffflow_core.tensors import per_sample
 
-__all__ = ["as_column", "Transform", "IdentityTransform", "LearnedTransform", "LinearTransform", "EncoderTransform",
+__all__ = ["Transform", "IdentityTransform", "LearnedTransform", "LinearTransform", "EncoderTransform",
            "TRANSFORMS", "register_transform", "build_transform", "blur_matrix"]
-
-
-def as_column(t: Tensor, like: Tensor) -> Tensor:
-    """``t [N]`` reshaped to broadcast against ``like [N, *shape]``."""
-    return t.reshape(-1, *([1] * (like.ndim - 1)))
 
 
 class Transform(nn.Module):
@@ -84,7 +80,7 @@ class LearnedTransform(Transform):
         self.gate = nn.Parameter(torch.zeros(())) if residual else None
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        t_col = as_column(t, x)
+        t_col = per_sample(t, x)
         out = self.net(x, t)
         f_bar = out if self.gate is None else x + self.gate.to(x.dtype) * out
         return (1 - t_col) * x + t_col * f_bar
@@ -124,7 +120,7 @@ class LinearTransform(Transform):
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         mixed = (x.flatten(1) @ self.matrix.to(x.dtype).T).reshape(x.shape)
-        t_col = as_column(t, x)
+        t_col = per_sample(t, x)
         return (1 - t_col) * x + t_col * mixed
 
 

@@ -33,18 +33,14 @@ from diffflow_core.conditioning import ClassConditioned
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Flow, as_time, check_steps
 from diffflow_core.networks import build_network
+from diffflow_core.tensors import per_sample
 from diffflow_score.schedules import SCHEDULES, Schedule
 
-__all__ = ["ScoreFlow", "MODES", "default_network", "per_sample"]
+__all__ = ["ScoreFlow", "MODES", "default_network"]
 
 MODES = ("ode", "sde")
 _SCHEDULE_PARAMS = {"edm": ("sigma_min", "sigma_max", "rho"), "vp": ("beta_min", "beta_max", "eps"),
                     "ve": ("sigma_min", "sigma_max")}
-
-
-def per_sample(v: Tensor, x: Tensor) -> Tensor:
-    """Per-sample values ``[N]`` shaped to broadcast against particles ``[N, *shape]``."""
-    return v.reshape(-1, *([1] * (x.ndim - 1)))
 
 
 def default_network(event_shape: tuple[int, ...]) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from torch import Tensor
 
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Batch, Objective
-from diffflow_score.flow import ScoreFlow, per_sample
+from diffflow_core.tensors import per_sample
+from diffflow_score.flow import ScoreFlow
 
 __all__ = ["EDMLoss", "VPLoss", "VELoss"]
 

@@ -7,7 +7,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from diffflow_score.flow import ScoreFlow, per_sample
+from diffflow_core.tensors import per_sample
+from diffflow_score.flow import ScoreFlow
 from diffflow_score.schedules import SCHEDULES
 
 __all__ = ["ExactNetwork", "gaussian_denoiser", "exact_flow"]

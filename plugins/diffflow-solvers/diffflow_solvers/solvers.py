@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from diffflow_core import Flow, Smoother, Solver
+from diffflow_core.tensors import per_sample
 
 __all__ = ["Euler", "Heun", "EulerMaruyama"]
 
@@ -60,5 +61,5 @@ class EulerMaruyama(Solver):
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         g = torch.as_tensor(g, dtype=x.dtype, device=x.device)
         if g.ndim == 1 and g.shape[0] == x.shape[0]:
-            g = g.reshape(-1, *([1] * (x.ndim - 1)))
+            g = per_sample(g, x)
         return x + g * math.sqrt(abs(float(dt))) * noise

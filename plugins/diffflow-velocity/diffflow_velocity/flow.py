@@ -23,6 +23,7 @@ from diffflow_core.conditioning import ClassConditioned
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Flow, as_time
 from diffflow_core.networks import build_network
+from diffflow_core.tensors import per_sample
 from diffflow_velocity.sources import GaussianSource, make_source
 
 __all__ = ["VelocityFlow", "PATHS"]
@@ -81,7 +82,7 @@ class VelocityFlow(ClassConditioned, Flow):
     # -- paths and laws --------------------------------------------------------------------------------
     def interpolate(self, x1: Tensor, x2: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """The path point ``x(t)`` and its velocity (the regression target) for pairs ``(x_1, x_2)``, ``t [N]``."""
-        tt = t.reshape(-1, *([1] * (x1.ndim - 1)))
+        tt = per_sample(t, x1)
         if self.path == "linear":
             return (1 - tt) * x1 + tt * x2, x2 - x1
         return x2 + (1 - tt) * x1, -x1

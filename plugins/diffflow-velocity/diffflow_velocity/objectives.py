@@ -16,6 +16,7 @@ from torch import Tensor
 
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Batch, Objective
+from diffflow_core.tensors import per_sample
 from diffflow_velocity.flow import VelocityFlow
 from diffflow_velocity.sources import draw_device
 
@@ -165,16 +166,15 @@ class PathConstrained(_PathObjective):
 
     def per_sample(self, flow: VelocityFlow, path: PathSample) -> Tensor:
         t = path.t
-        shape = (-1, *([1] * (path.xt.ndim - 1)))
         if self.steps == 1:
             start, _ = flow.interpolate(path.x1, path.x2, torch.zeros_like(t))
-            reached = start + t.reshape(shape) * flow.field(path.xt, t, path.y)
+            reached = start + per_sample(t, start) * flow.field(path.xt, t, path.y)
             scale = torch.ones_like(t)
         else:
             s = (t - self.horizon).clamp_min(0.0)
             reached, _ = flow.interpolate(path.x1, path.x2, s)
             h = (t - s) / self.steps
             for k in range(self.steps):
-                reached = reached + h.reshape(shape) * flow.field(reached, s + k * h, path.y)
+                reached = reached + per_sample(h, reached) * flow.field(reached, s + k * h, path.y)
             scale = (t / (t - s)) ** 2
         return WEIGHTS[self.weight](t) * scale * _sq_norm(reached - path.xt)
