@@ -24,7 +24,11 @@ def _gan(loss: str, summary: str, train: dict | None = None, **objective) -> dic
 
 #: The learning rate decays linearly over the last third (4,000 iterations): W2/floor 1.228 / 1.083 on training
 #: seeds 0 / 1 against 1.318 / 1.351 with a constant rate; over seeds 0-5 median 1.21, worst 2.22
-#: (docs/benchmarks/discriminator.md).
+#: (docs/benchmarks/discriminator.md). Measured and not shipped (benchmarks/results/discriminator_quality_ring_*):
+#: an R1 penalty (``objective.r1_weight = 1``) 1.454 / 1.391 / 1.322 on seeds 0 / 2 / 4 (helps the bad seeds,
+#: hurts seed 0); the hinge loss with this decay 1.612 on seed 4. Both keep the error of the preset: generated
+#: modes narrower than the data's (RMS per axis 0.35-0.39 against 0.50 with EMA; the raw weights have the
+#: data's width but score 1.96-2.01).
 GAN = _gan("non-saturating", "GAN (non-saturating loss) as an Int-PM: discriminator drift through the generator NTK",
            train={"decay": 1 / 3})
 WGAN_GP = _gan("wgan", "WGAN-GP: IPM critic with gradient penalty (c0 = 1, weight 10)", d_steps=5, gp_weight=10.0,
@@ -49,7 +53,9 @@ DISCRIMINATOR_FLOW = {
 
 #: Score GAN at 3x256 (GPM: 4x512) with the EDM-weighted generated-score loss, 10 score steps per generator step
 #: and EMA 0.999: W2/floor 1.289 / 1.343 on training seeds 0 / 1 after GPM's 31,500 iterations, against 1.431
-#: unweighted (docs/benchmarks/discriminator.md).
+#: unweighted (docs/benchmarks/discriminator.md). ``flow.sigma_max = 3`` gave 1.285 / 1.284 / 1.334 on seeds
+#: 0 / 1 / 2 against 1.289 / 1.343-1.409 / 1.306 here: not better over seeds, so not shipped; 45,000 iterations
+#: gave 1.328 on seed 1. Its error is outliers, not width: 10-12% of samples beyond 3 std of every mode (data 1.3%).
 _SCORE_MLP = {"name": "mlp", "hidden": 256, "depth": 3, "embedding_dim": 64, "fourier_scale": 2.0}
 
 SCORE_GAN = {
