@@ -26,7 +26,7 @@ def _gan(loss: str, summary: str, train: dict | None = None, **objective) -> dic
 #: seeds 0 / 1 against 1.318 / 1.351 with a constant rate; over seeds 0-5 median 1.21, worst 2.22
 #: (docs/benchmarks/discriminator.md). Measured and not shipped (benchmarks/results/discriminator_quality_ring_*):
 #: an R1 penalty (``objective.r1_weight = 1``) 1.454 / 1.391 / 1.322 on seeds 0 / 2 / 4 (helps the bad seeds,
-#: hurts seed 0); the hinge loss with this decay 1.612 on seed 4. Both keep the error of the preset: generated
+#: hurts seed 0; weight 0.3 on seed 0: 1.415); the hinge loss with this decay 1.612 on seed 4. Both keep the error of the preset: generated
 #: modes narrower than the data's (RMS per axis 0.35-0.39 against 0.50 with EMA; the raw weights have the
 #: data's width but score 1.96-2.01).
 GAN = _gan("non-saturating", "GAN (non-saturating loss) as an Int-PM: discriminator drift through the generator NTK",
