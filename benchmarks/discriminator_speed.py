@@ -39,6 +39,9 @@ SIZES = {"gan": {"flow": {"network": GPM_MLP}, "smoother": {"network": GPM_MLP}}
                        "smoother": {"network": GPM_MLP}}}
 
 
+BF16 = {"precision": "bfloat16"}
+
+
 def reference_flow_iteration(model, data, opt, generator) -> None:
     """GPM Algorithm 3 as S1 writes it: full simulation, every state kept, then gather z_k."""
     flow = model.flow
@@ -111,8 +114,9 @@ def time_ours(model, iters: int) -> float:
     return (time.perf_counter() - start) / iters
 
 
-def compare(name: str, preset: str, iters: int, repeats: int, reference_for, **objective) -> dict:
-    model = build(preset=preset, **SIZES[preset], objective=objective)
+def compare(name: str, preset: str, iters: int, repeats: int, reference_for, train: dict | None = None,
+            **objective) -> dict:
+    model = build(preset=preset, **SIZES[preset], objective=objective, train=train or {})
     data = model.data.train
     generator = torch.Generator().manual_seed(0)
     reference_step = reference_for(model, data, generator)
@@ -164,6 +168,12 @@ def main() -> None:
                                                   updates="simultaneous"),
         "discriminator-flow": lambda: compare("Discriminator Flow", "discriminator-flow", args.iters_flow,
                                               args.repeats, flow_ref),
+        # the same players with their forward passes under bfloat16 autocast (the reference stays float32)
+        "gan-bf16": lambda: compare("GAN, bfloat16", "gan", args.iters_gan, args.repeats, gan_ref, train=BF16),
+        "score-gan-bf16": lambda: compare("Score GAN, bfloat16", "score-gan", args.iters_gan, args.repeats,
+                                          score_gan_ref, train=BF16, score_steps=1),
+        "discriminator-flow-bf16": lambda: compare("Discriminator Flow, bfloat16", "discriminator-flow",
+                                                   args.iters_flow, args.repeats, flow_ref, train=BF16),
     }
     unknown = sorted(set(args.only or ()) - set(cases))
     if unknown:

@@ -187,12 +187,14 @@ class Trainer:
         start = time.perf_counter()
         progress = _progress(cfg.steps, cfg.progress and dist.is_main, start_step)
         running: dict[str, float] = {}
+        autocast = cfg.precision == "bfloat16"
         for step in range(start_step, cfg.steps):
             for player, optimizer in zip(players, optimizers):
                 if step % player.every:
                     continue
                 for _ in range(player.repeats):
-                    loss = player.loss(next(stream).to(device), generator)
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                        loss = player.loss(next(stream).to(device), generator).float()
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"training diverged: {player.name} loss is {float(loss)} "
                                                  f"at step {step}")
