@@ -11,6 +11,7 @@ Ours is the ``Trainer`` running the presets' players (with the presets' EMA) at 
 is measured three times: alternating with fresh particles for the generator step, alternating with
 ``reuse_particles``, and with ``updates="simultaneous"`` (one pass serves both players); the Score GAN
 alternating and with ``updates="simultaneous"`` (the generator step reuses the score step's draw).
+The ``*-bf16`` cases run our players with ``train.precision="bfloat16"`` (autocast) against the float32 reference.
 Reference and ours alternate ``--repeats`` times (the machine is shared) and the medians are compared. Writes
 ``benchmarks/results/discriminator_speed.json``.
 """
