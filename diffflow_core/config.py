@@ -116,7 +116,7 @@ class TrainConfig:
     decay: float = attrs.field(default=0.0, validator=_unit_interval)
     grad_clip: float | None = attrs.field(default=None, validator=_positive)
     #: "bfloat16" runs every loss's forward (and so its backward) under autocast: matrix products in bfloat16 with
-    #: float32 master weights; about 0.65x the float32 time of a 4x512 MLP pass on CPUs with AMX or on recent GPUs
+    #: float32 master weights; measured 0.65x the float32 time of a 4x512 MLP pass on a CPU with AMX
     precision: str = attrs.field(default="float32", validator=_precision)
     ema: float = attrs.field(default=0.0, validator=_unit_interval)
     seed: int = 0
