@@ -106,10 +106,17 @@ class ScoreGanFlow(Flow):
         return sigma, s, x + s * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
 
     def drift(self, x: Tensor, t: Tensor) -> Tensor:
-        """One draw of eq 19's integrand (eq 26), with ``sigma`` by eq 28: ``sigma (w_d s_p - w_g s_rho)(x + sigma eps)``."""
-        sigma, s, noisy = self.noised(x, self._noise)
-        denoised_p = self.data_score.denoise(noisy, sigma)
-        return self.combine(noisy, s, denoised_p, self.generated_denoise(noisy, sigma, denoised_p))
+        """One draw of eq 19's integrand (eq 26), with ``sigma`` by eq 28: ``sigma (w_d s_p - w_g s_rho)(x + sigma eps)``.
+
+        Always in at least float32, also under ``train.precision="bfloat16"``: the drift is the difference of two
+        close denoiser outputs, which bfloat16's 8-bit mantissa resolves to about two digits (on ring5 that cost
+        the generator 0.05-0.14 in W2 ratio; docs/benchmarks/discriminator.md). The denoisers' own training
+        steps, most of a Score GAN's cost, keep the reduced precision."""
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+            sigma, s, noisy = self.noised(x, self._noise)
+            denoised_p = self.data_score.denoise(noisy, sigma)
+            return self.combine(noisy, s, denoised_p, self.generated_denoise(noisy, sigma, denoised_p))
 
     def combine(self, noisy: Tensor, s: Tensor, denoised_p: Tensor, denoised_rho: Tensor) -> Tensor:
         """Eq 26 from the two denoisers at ``x_tilde``: ``(w_d D_p - w_g D_rho + (w_g - w_d) x_tilde) / sigma``."""
