@@ -1,13 +1,15 @@
 """Quality of the discriminator family on ring5: W2 ratio to the data floor (3 sampling seeds) and mode shares.
 
     .venv/bin/python benchmarks/discriminator_quality.py --preset gan [--steps 1900] [--set flow.eta=20]
-        [--nfe 14 28 56] [--tag NAME]
+        [--nfe 14 28 56] [--tag NAME] [--exact-data-score]
 
 Trains the preset (with ``--set section.key=json`` overrides) while recording mode coverage every
 ``--eval-every`` iterations, then samples each NFE with seeds 0, 1, 2 and writes
 ``benchmarks/results/discriminator_quality_<tag>.json`` (training time, loss curves, coverage over training,
 W2, mode shares) and pictures ``benchmarks/results/discriminator_<tag>_*.png`` (loss curves, coverage, samples
-over the discriminator's potential, GPM Figures 9-10).
+over the discriminator's potential, GPM Figures 9-10). ``--exact-data-score`` (Score GAN, mixture data) drives
+the generator with the data's exact denoiser instead of a learned one: what is left is the generator's and the
+generated score's error.
 """
 from __future__ import annotations
 
@@ -45,6 +47,8 @@ def main() -> None:
     parser.add_argument("--tag", default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--exact-data-score", action="store_true",
+                        help="Score GAN: the data's exact (Tweedie) denoiser in place of the learned data score")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -58,6 +62,8 @@ def main() -> None:
         overrides.setdefault("train", {})["steps"] = args.steps
     overrides.setdefault("train", {}).setdefault("progress", False)
     model = build(preset=args.preset, **overrides)
+    if args.exact_data_score:
+        use_exact_data_score(model)
     coverage_of = coverage_evaluator(1000, model.config.sample.steps)
     eval_seconds = [0.0]
 
@@ -83,7 +89,8 @@ def main() -> None:
                         "modes_ok": coverage.max_deviation <= 5.0})
         print(f"{args.preset} nfe={sample.nfe}: {w2}; modes {[round(s, 3) for s in shares]}", flush=True)
     tag = args.tag or args.preset
-    out = {"preset": args.preset, "overrides": overrides, "train_seconds": seconds,
+    out = {"preset": args.preset, "overrides": overrides, "exact_data_score": args.exact_data_score,
+           "train_seconds": seconds,
            "seconds_per_iteration": seconds / model.config.train.steps, "results": results,
            "losses": history.records}
     path = Path(__file__).parent / "results" / f"discriminator_quality_{tag}.json"
@@ -91,6 +98,26 @@ def main() -> None:
     path.write_text(json.dumps(out, indent=1))
     print(f"trained in {seconds:.1f} s; wrote {path}")
     pictures(model, history, tag, path.parent, steps_list[-1], args.solver)
+
+
+class ExactDenoiser(torch.nn.Module):
+    """The data's own ``denoise(x, sigma)`` (Tweedie, SPEC §1.1) standing in for a Score GAN's learned ``D_p``."""
+
+    def __init__(self, data) -> None:
+        super().__init__()
+        self.data = data
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.data.denoise(x, sigma)
+
+
+def use_exact_data_score(model) -> None:
+    if not hasattr(model.flow, "data_score"):
+        raise SystemExit(f"--exact-data-score: expected a Score GAN preset, got flow {type(model.flow).__name__}")
+    if not hasattr(model.data, "denoise"):
+        raise SystemExit(f"--exact-data-score: data {type(model.data).__name__} has no exact denoiser "
+                         "(expected a Gaussian mixture such as ring5)")
+    model.flow.data_score, model.flow.data_ready = ExactDenoiser(model.data), True
 
 
 def pictures(model, history, tag: str, folder: Path, steps: int, solver) -> None:

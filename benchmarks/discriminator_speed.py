@@ -6,7 +6,9 @@ The reference loops restate GPM's public implementation (S1) with the same netwo
 Fourier time features, batch 128): a Discriminator Flow iteration simulates all particles for N - 1 = 55 steps
 with ``autograd.grad`` on a discriminator whose weights require grad, keeps every state, gathers ``z_k`` and
 takes one Adam step; a GAN iteration is one discriminator and one generator step on the non-saturating loss;
-a Score GAN iteration is one generated-score step and one generator step (both scores EDM denoisers, 4x512).
+a Score GAN iteration is one generated-score step and one generator step (both scores EDM denoisers, 4x512),
+or in the ``score-gan-schedule*`` cases the preset's schedule: one score step per iteration and a generator
+step every 10th.
 Ours is the ``Trainer`` running the presets' players (with the presets' EMA) at GPM's network sizes; the GAN
 is measured three times: alternating with fresh particles for the generator step, alternating with
 ``reuse_particles``, and with ``updates="simultaneous"`` (one pass serves both players); the Score GAN
@@ -78,9 +80,9 @@ def reference_gan_iteration(model, data, opts, generator) -> None:
     opts[1].step()
 
 
-def reference_score_gan_iteration(model, opts, generator) -> None:
-    """One generated-score DSM step on detached generator samples, then one generator step along
-    ``(D_p - D_rho)(x + sigma eps) / sigma`` (eq 26) with sigma by eq 28: GPM's two updates, plain Adam."""
+def reference_score_gan_iteration(model, opts, generator, generator_step: bool = True) -> None:
+    """One generated-score DSM step on detached generator samples, then (if ``generator_step``) one generator
+    step along ``(D_p - D_rho)(x + sigma eps) / sigma`` (eq 26) with sigma by eq 28: GPM's two updates, plain Adam."""
     flow, g = model.flow, model.smoother.net
     with torch.no_grad():
         x = g(torch.randn(BATCH, 128, generator=generator))
@@ -90,6 +92,8 @@ def reference_score_gan_iteration(model, opts, generator) -> None:
     opts[0].zero_grad()
     loss_s.backward()
     opts[0].step()
+    if not generator_step:
+        return
     x = g(torch.randn(BATCH, 128, generator=generator))
     sigma = flow.sample_sigma(BATCH, generator, x)
     noisy = x.detach() + sigma[:, None] * torch.randn(x.shape, generator=generator)
@@ -151,9 +155,15 @@ def main() -> None:
         return lambda: reference_gan_iteration(model, data, opts, generator)
 
     def score_gan_ref(model, data, generator):
+        """The reference at the model's schedule: a generator step after every ``score_steps``-th score step."""
         opts = [torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999))
                 for m in (model.flow.generated, model.smoother)]
-        return lambda: reference_score_gan_iteration(model, opts, generator)
+        calls = [0]
+
+        def step():
+            calls[0] += 1
+            reference_score_gan_iteration(model, opts, generator, calls[0] % model.objective.score_steps == 0)
+        return step
 
     cases = {
         "gan": lambda: compare("GAN", "gan", args.iters_gan, args.repeats, gan_ref),
@@ -164,6 +174,12 @@ def main() -> None:
         # one generator step per score step in both loops (the preset takes one per score_steps)
         "score-gan": lambda: compare("Score GAN", "score-gan", args.iters_gan, args.repeats, score_gan_ref,
                                      score_steps=1),
+        # the preset's schedule, 10 score steps per generator step, in both loops: an iteration is a score step
+        "score-gan-schedule": lambda: compare("Score GAN, 10 score steps per generator step", "score-gan",
+                                              args.iters_gan, args.repeats, score_gan_ref),
+        "score-gan-schedule-bf16": lambda: compare("Score GAN, 10 score steps per generator step, bfloat16",
+                                                   "score-gan", args.iters_gan, args.repeats, score_gan_ref,
+                                                   train=BF16),
         "score-gan-simultaneous": lambda: compare("Score GAN, simultaneous updates", "score-gan", args.iters_gan,
                                                   args.repeats, score_gan_ref, score_steps=1,
                                                   updates="simultaneous"),

@@ -41,7 +41,8 @@ class ScoreGanFlow(Flow):
 
     ``data_checkpoint`` is a saved ``score`` model (EDM) to load the data denoiser from; without it the
     ``generated-dsm`` objective trains one first for ``data_steps`` iterations (``edm`` preset, network
-    ``data_network``). ``sigma_min``/``sigma_max``/``rho`` set eq 28; ``w_d``/``w_g`` weigh the two scores.
+    ``data_network``, objective settings ``data_objective``, e.g. ``{"p_mean": 0.57, "p_std": 1.26}`` to draw
+    the training noise levels like eq 28 uses them rather than EDM's LogNormal(-1.2, 1.2)). ``sigma_min``/``sigma_max``/``rho`` set eq 28; ``w_d``/``w_g`` weigh the two scores.
     ``init_from_data`` starts ``D_rho`` from the trained data denoiser's weights (both need the same
     architecture): the generated score then starts as a good denoiser and only has to follow the generator.
     ``residual`` learns ``D_rho = D_p + r_phi`` instead, with ``r_phi = c_out F_phi`` the ``network``'s EDM
@@ -53,7 +54,8 @@ class ScoreGanFlow(Flow):
     def __init__(self, event_shape: tuple[int, ...] = (2,), network: Any = _MLP, data_network: Any = _MLP,
                  data_checkpoint: str | None = None, data_steps: int = 4000, sigma_min: float = 0.1,
                  sigma_max: float = 10.0, rho: float = 3.0, w_d: float = 1.0, w_g: float = 1.0,
-                 init_from_data: bool = False, residual: bool = False) -> None:
+                 init_from_data: bool = False, residual: bool = False,
+                 data_objective: dict[str, Any] | None = None) -> None:
         super().__init__()
         if not 0 < sigma_min < sigma_max:
             raise ConfigError(f"sigma_min/sigma_max: expected 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
@@ -64,7 +66,10 @@ class ScoreGanFlow(Flow):
         self.event_shape = tuple(event_shape)
         self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)
         self.w_d, self.w_g = float(w_d), float(w_g)
+        if data_objective is not None and not isinstance(data_objective, dict):
+            raise ConfigError(f"data_objective: expected a dict of dsm-edm settings, got {data_objective!r}")
         self.data_steps, self.data_network = data_steps, data_network
+        self.data_objective = dict(data_objective or {})
         self.generated = _edm_flow(network, self.event_shape)
         self.data_ready = data_checkpoint is not None
         if data_checkpoint is not None:
@@ -191,7 +196,7 @@ class GeneratedDSM(Objective):
             if model.data is None:
                 raise ConfigError("data: a Score GAN without data_checkpoint trains its data score first and needs data")
             data_model = build(preset="edm", data=model.data, flow={"network": flow.data_network},
-                               train={"steps": flow.data_steps, "progress": False})
+                               objective=flow.data_objective, train={"steps": flow.data_steps, "progress": False})
             data_model.fit()
             flow.data_score.load_state_dict(data_model.flow.state_dict())
             flow.data_ready = True

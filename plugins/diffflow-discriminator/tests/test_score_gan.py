@@ -95,6 +95,19 @@ def test_bad_score_gan_settings_are_refused_naming_the_field():
         small_score_gan(init_from_data=True, residual=True)
 
 
+def test_data_objective_settings_reach_the_data_scores_dsm_edm():
+    """``data_objective`` is handed to the data score's ``dsm-edm`` (its bad value is refused there, by name)."""
+    import pytest
+
+    from diffflow_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data_objective"):
+        small_score_gan(data_objective="lognormal")
+    model = small_score_gan(data_steps=1, data_objective={"p_mean": "high"})
+    with pytest.raises(ConfigError, match="p_mean"):
+        model.objective.players(model)
+
+
 def test_init_from_data_copies_the_data_denoiser_once():
     model = small_score_gan(init_from_data=True)
     flow = model.flow
