@@ -51,16 +51,16 @@ DISCRIMINATOR_FLOW = {
     "sample": {"steps": 56, "n": 2000},
 }
 
-#: Score GAN at 3x256 (GPM: 4x512) with the EDM-weighted generated-score loss, 10 score steps per generator step
-#: and EMA 0.999: W2/floor 1.289 / 1.343 on training seeds 0 / 1 after GPM's 31,500 iterations, against 1.431
-#: unweighted (docs/benchmarks/discriminator.md). ``flow.sigma_max = 3`` gave 1.285 / 1.284 / 1.334 on seeds
-#: 0 / 1 / 2 against 1.289 / 1.343-1.409 / 1.306 here: not better over seeds, so not shipped; 45,000 iterations
-#: gave 1.328 on seed 1. Its error is outliers, not width: 10-12% of samples beyond 3 std of every mode (data 1.3%).
-_SCORE_MLP = {"name": "mlp", "hidden": 256, "depth": 3, "embedding_dim": 64, "fourier_scale": 2.0}
+#: Score GAN with GPM's score sizes (both denoisers 4x512; the data one trained 10,000 iterations first), a 3x256
+#: generator, the EDM-weighted generated-score loss, 10 score steps per generator step and EMA 0.999: W2/floor
+#: 1.247 / 1.271 / 1.162 on training seeds 0 / 1 / 2 after GPM's 31,500 iterations (docs/benchmarks/discriminator.md).
+#: Both scores at 3x256 (data 4,000 iterations) gave 1.289 / 1.343 / 1.306, a 4x512 data score alone 1.224 / 1.193
+#: / 1.341, ring5's exact data denoiser with 3x256 generated score 1.189 / - / 1.147: score error is the limit.
+_SCORE_MLP = {"name": "mlp", "hidden": 512, "depth": 4, "embedding_dim": 128, "fourier_scale": 2.0}
 
 SCORE_GAN = {
     "summary": "Score GAN: a generator driven by the smoothed KL of noised laws (data score trained first)",
-    "flow": {"name": "score-gan", "sigma_min": 0.1, "sigma_max": 10.0, "rho": 3.0, "data_steps": 4000,
+    "flow": {"name": "score-gan", "sigma_min": 0.1, "sigma_max": 10.0, "rho": 3.0, "data_steps": 10000,
              "network": dict(_SCORE_MLP), "data_network": dict(_SCORE_MLP)},
     "objective": {"name": "generated-dsm", "score_steps": 10, "weighting": "edm"},
     "smoother": {"name": "generator", "latent_dim": 128, "network": dict(_MLP_GAN)},
