@@ -187,16 +187,17 @@ class GeneratedDSM(Objective):
         return error.mean(), (sigma, s, noisy, denoised.detach())
 
     def prepare(self, model) -> None:
-        """Train the data denoiser first (``edm`` preset on the model's data) unless it was loaded; then, with
-        ``init_from_data``, copy it into the generated denoiser."""
+        """Train the data denoiser first (``edm`` preset on the model's data, with a progress bar when the model's
+        training shows one) unless it was loaded; then, with ``init_from_data``, copy it into the generated denoiser."""
         flow = self.flow
         if not (flow.data_ready or flow.data_steps == 0):
             from diffflow_core.build import build
 
             if model.data is None:
                 raise ConfigError("data: a Score GAN without data_checkpoint trains its data score first and needs data")
+            train = {"steps": flow.data_steps, "progress": model.config.train.progress}
             data_model = build(preset="edm", data=model.data, flow={"network": flow.data_network},
-                               objective=flow.data_objective, train={"steps": flow.data_steps, "progress": False})
+                               objective=flow.data_objective, train=train)
             data_model.fit()
             flow.data_score.load_state_dict(data_model.flow.state_dict())
             flow.data_ready = True
