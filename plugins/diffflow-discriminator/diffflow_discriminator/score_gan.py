@@ -41,8 +41,9 @@ class ScoreGanFlow(Flow):
 
     ``data_checkpoint`` is a saved ``score`` model (EDM) to load the data denoiser from; without it the
     ``generated-dsm`` objective trains one first for ``data_steps`` iterations (``edm`` preset, network
-    ``data_network``, objective settings ``data_objective``, e.g. ``{"p_mean": 0.57, "p_std": 1.26}`` to draw
-    the training noise levels like eq 28 uses them rather than EDM's LogNormal(-1.2, 1.2)). ``sigma_min``/``sigma_max``/``rho`` set eq 28; ``w_d``/``w_g`` weigh the two scores.
+    ``data_network``, objective settings ``data_objective``: e.g. ``{"p_mean": 0.57, "p_std": 1.26}`` draws its
+    training noise levels with eq 28's log-sigma moments instead of EDM's LogNormal(-1.2, 1.2), which on ring5
+    scored worse). ``sigma_min``/``sigma_max``/``rho`` set eq 28; ``w_d``/``w_g`` weigh the two scores.
     ``init_from_data`` starts ``D_rho`` from the trained data denoiser's weights (both need the same
     architecture): the generated score then starts as a good denoiser and only has to follow the generator.
     ``residual`` learns ``D_rho = D_p + r_phi`` instead, with ``r_phi = c_out F_phi`` the ``network``'s EDM
