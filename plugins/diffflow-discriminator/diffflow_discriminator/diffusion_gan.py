@@ -32,12 +32,12 @@ from torch import Tensor
 
 from diffflow_core.errors import ConfigError
 from diffflow_discriminator.flow import DEFAULT_NETWORK, DiscriminatorFlow
+from diffflow_discriminator.presets import GPM_SCORE_MLP
 
 __all__ = ["DiffusionGanFlow", "ROWS"]
 
 ROWS = ("diffusion-gan", "tdpm")
 CHURN_SCHEDULES = ("slide",)
-_SCORE_MLP = {"name": "mlp", "hidden": 512, "depth": 4, "embedding_dim": 128, "fourier_scale": 2.0}
 
 
 def _logit(f: Tensor) -> Tensor:
@@ -53,7 +53,7 @@ class DiffusionGanFlow(DiscriminatorFlow):
     the share ``kappa`` in ``[0, 1]`` of the SDM noise (a number, or ``"slide"`` for ``kappa(t) = t``).
     """
 
-    def __init__(self, row: str = "diffusion-gan", network: Any = DEFAULT_NETWORK, score_network: Any = _SCORE_MLP,
+    def __init__(self, row: str = "diffusion-gan", network: Any = DEFAULT_NETWORK, score_network: Any = GPM_SCORE_MLP,
                  loss: str = "non-saturating", eta: float = 1.0, sigma_max: float = 1.0, sigma_trunc: float = 0.5,
                  t1: float = 0.5, event_shape: tuple[int, ...] = (2,), grid: str | dict[str, Any] = "uniform",
                  churn: float | str = 1.0) -> None:

@@ -51,17 +51,17 @@ DISCRIMINATOR_FLOW = {
     "sample": {"steps": 56, "n": 2000},
 }
 
-#: Score GAN with GPM's score sizes (both denoisers 4x512; the data one trained 10,000 iterations first), a 3x256
+#: GPM's score network, also the ``diffusion-gan`` flow's default. The Score GAN with GPM's score sizes (both denoisers 4x512; the data one trained 10,000 iterations first), a 3x256
 #: generator, the EDM-weighted generated-score loss, 10 score steps per generator step and EMA 0.999: W2/floor
 #: 1.247 / 1.271 / 1.162 / 1.176 / 1.192 on seeds 0-4 after GPM's 31,500 iterations (docs/benchmarks/discriminator.md).
 #: Both scores at 3x256 (data 4,000 iterations) gave 1.289 / 1.343 / 1.306, a 4x512 data score alone 1.224 / 1.193
 #: / 1.341, ring5's exact data denoiser with 3x256 generated score 1.189 / - / 1.147: score error is the limit.
-_SCORE_MLP = {"name": "mlp", "hidden": 512, "depth": 4, "embedding_dim": 128, "fourier_scale": 2.0}
+GPM_SCORE_MLP = {"name": "mlp", "hidden": 512, "depth": 4, "embedding_dim": 128, "fourier_scale": 2.0}
 
 SCORE_GAN = {
     "summary": "Score GAN: a generator driven by the smoothed KL of noised laws (data score trained first)",
     "flow": {"name": "score-gan", "sigma_min": 0.1, "sigma_max": 10.0, "rho": 3.0, "data_steps": 10000,
-             "network": dict(_SCORE_MLP), "data_network": dict(_SCORE_MLP)},
+             "network": dict(GPM_SCORE_MLP), "data_network": dict(GPM_SCORE_MLP)},
     "objective": {"name": "generated-dsm", "score_steps": 10, "weighting": "edm"},
     "smoother": {"name": "generator", "latent_dim": 128, "network": dict(_MLP_GAN)},
     "solver": "euler",
