@@ -52,7 +52,8 @@ DISCRIMINATOR_FLOW = {
 }
 
 #: GPM's score network, also the ``diffusion-gan`` flow's default. The Score GAN with it for both denoisers
-#: (the data one trained 10,000 iterations first), a 3x256 generator, the EDM-weighted generated-score loss, 10 score steps per generator step and EMA 0.999: W2/floor
+#: (the data one trained 10,000 iterations first), a 3x256 generator, the EDM-weighted generated-score loss,
+#: 10 score steps per generator step and EMA 0.999: W2/floor
 #: 1.247 / 1.271 / 1.162 / 1.176 / 1.192 on seeds 0-4 after GPM's 31,500 iterations (docs/benchmarks/discriminator.md).
 #: Both scores at 3x256 (data 4,000 iterations) gave 1.289 / 1.343 / 1.306, a 4x512 data score alone 1.224 / 1.193
 #: / 1.341, ring5's exact data denoiser with 3x256 generated score 1.189 / - / 1.147: score error is the limit.
