@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import torch
 
-    from diffflow_core.commands.run import evaluate, steps_for_nfe
+    from diffflow_core.commands.run import steps_for_nfe
+    from diffflow_core.evaluation import evaluate
     from diffflow_core.errors import ConfigError
     from diffflow_core.model import Model
 
