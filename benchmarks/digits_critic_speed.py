@@ -6,7 +6,8 @@ One iteration = Algorithm 3 (simulate N = 16 steps with the current critic, crit
 at t = k/N with the gradient penalty, backward, Adam step), timed with the config
 ``benchmarks/configs/digits-discriminator-flow-wgan-gp016.toml`` and its network swapped. Runs alternate
 ``--repeats`` times (the machine is shared); medians are compared. Writes
-``benchmarks/results/digits_discriminator-flow_critic_speed.json``.
+``digits_discriminator-flow_critic_speed.json`` to the bench output folder (``diffflow bench --out DIR``; default
+``~/.cache/diffflow/bench``).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 from diffflow_core.build import build
+from diffflow_core.commands.bench import output_dir
 from diffflow_core.interfaces import Batch
 
 ROOT = Path(__file__).resolve().parent
@@ -61,8 +63,9 @@ def main() -> None:
               for name, t in times.items()}
     for name, r in result.items():
         print(f"{name:10s} {r['ms_per_iteration']:7.1f} ms/iteration  {r['ratio_to_mlp']:.2f}x the MLP")
-    out = ROOT / "results" / "digits_discriminator-flow_critic_speed.json"
+    out = output_dir() / "digits_discriminator-flow_critic_speed.json"
     out.write_text(json.dumps({"iters": args.iters, "repeats": args.repeats, "results": result}, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ At the preset's sizes (score MLP 3x128, discriminator MLP 3x128, batch 128, N = 
 * ``iteration``: one Trainer iteration of the preset (simulation, discriminator step, score DSM step, EMA).
 
 Runs alternate ``--repeats`` times (the machine is shared) and medians are compared. Writes
-``benchmarks/results/discriminator_diffusiongan_speed.json``.
+``discriminator_diffusiongan_speed.json`` to the bench output folder (``diffflow bench --out DIR``; default
+``~/.cache/diffflow/bench``).
 """
 from __future__ import annotations
 
@@ -20,11 +21,11 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 from diffflow_core.build import build
+from diffflow_core.commands.bench import output_dir
 from diffflow_core.training import Trainer
 
 BATCH, N = 128, 56
@@ -132,8 +133,7 @@ def main() -> None:
         print(f"{name}: {value:.1f} ms", flush=True)
     print(f"simulate: {results['simulate_vs_straightforward']:.3f}x straightforward, "
           f"{results['simulate_vs_full']:.3f}x full; {results['simulate_share_of_iteration']:.0%} of an iteration")
-    path = Path(__file__).parent / "results" / "discriminator_diffusiongan_speed.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = output_dir() / "discriminator_diffusiongan_speed.json"
     path.write_text(json.dumps(results, indent=1))
     print(f"wrote {path}")
 

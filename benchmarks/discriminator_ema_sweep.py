@@ -7,7 +7,8 @@ keeping, besides the preset's own EMA, one EMA per listed decay (0 = the raw wei
 ``discriminator_quality.py`` (W2 over 3 sampling seeds / data floor, mode shares of seed 0) and adds the
 within-mode spread: RMS per axis of the distance to the nearest ring centre (the data: 0.5) and the fraction
 of samples beyond 3 data std of every centre (bridges and outliers). Writes
-``benchmarks/results/discriminator_quality_ring_<TAG>.json`` (``results`` = the preset's EMA, ``ema_sweep`` = all).
+``discriminator_quality_ring_<TAG>.json`` (``results`` = the preset's EMA, ``ema_sweep`` = all) to the bench output
+folder (``diffflow bench --out DIR``; default ``~/.cache/diffflow/bench``).
 Separates what training reached from what weight averaging makes of it, at the cost of one run.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main() -> None:
 
     import diffflow_core.training.trainer as trainer_module
     from diffflow_core.build import build
+    from diffflow_core.commands.bench import output_dir
     from diffflow_core.metrics import mode_coverage, w2_ratio
 
     tag, preset, decays, sets = sys.argv[1], sys.argv[2], [float(d) for d in sys.argv[3].split(",")], sys.argv[4:]
@@ -41,10 +43,10 @@ def main() -> None:
             self.extras = {d: base(module, d, *args, **kwargs) for d in decays}
             made.append(self)
 
-        def update(self):
-            super().update()
+        def update(self, step=None):
+            super().update(step)
             for extra in self.extras.values():
-                extra.update()
+                extra.update(step)
 
     trainer_module.EMA = MultiEMA
     overrides = parse_set(sets)
@@ -78,7 +80,7 @@ def main() -> None:
             out["results"].append({"steps": 1, "nfe": 1, "ema": decay, **row,
                                    "modes_ok": coverage.max_deviation <= 5.0})
         print(decay, w2, spread(x), coverage.max_deviation, flush=True)
-    path = Path(__file__).parent / "results" / f"discriminator_quality_ring_{tag}.json"
+    path = output_dir() / f"discriminator_quality_ring_{tag}.json"
     path.write_text(json.dumps(out, indent=1))
     print(f"trained in {seconds:.1f} s; wrote {path}")
 

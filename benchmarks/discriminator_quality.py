@@ -4,12 +4,12 @@
         [--nfe 14 28 56] [--tag NAME] [--exact-data-score]
 
 Trains the preset (with ``--set section.key=json`` overrides) while recording mode coverage every
-``--eval-every`` iterations, then samples each NFE with seeds 0, 1, 2 and writes
-``benchmarks/results/discriminator_quality_<tag>.json`` (training time, loss curves, coverage over training,
-W2, mode shares) and pictures ``benchmarks/results/discriminator_<tag>_*.png`` (loss curves, coverage, samples
-over the discriminator's potential, GPM Figures 9-10). ``--exact-data-score`` (Score GAN, mixture data) drives
-the generator with the data's exact denoiser instead of a learned one: what is left is the generator's and the
-generated score's error.
+``--eval-every`` iterations, then samples each NFE with seeds 0, 1, 2 and writes to the bench output folder
+(``diffflow bench --out DIR``; default ``~/.cache/diffflow/bench``) ``discriminator_quality_<tag>.json`` (training
+time, loss curves, coverage over training, W2, mode shares) and pictures ``discriminator_<tag>_*.png`` (loss
+curves, coverage, samples over the discriminator's potential, GPM Figures 9-10). ``--exact-data-score`` (Score
+GAN, mixture data) drives the generator with the data's exact denoiser instead of a learned one: what is left is
+the generator's and the generated score's error.
 """
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from diffflow_core.build import build
+    from diffflow_core.commands.bench import output_dir
     from diffflow_core.metrics import mode_coverage, w2_ratio
     from diffflow_core.training import Trainer
     from diffflow_discriminator.diagnostics import coverage_evaluator
@@ -93,8 +94,7 @@ def main() -> None:
            "train_seconds": seconds,
            "seconds_per_iteration": seconds / model.config.train.steps, "results": results,
            "losses": history.records}
-    path = Path(__file__).parent / "results" / f"discriminator_quality_{tag}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = output_dir() / f"discriminator_quality_{tag}.json"
     path.write_text(json.dumps(out, indent=1))
     print(f"trained in {seconds:.1f} s; wrote {path}")
     pictures(model, history, tag, path.parent, steps_list[-1], args.solver)

@@ -15,7 +15,8 @@ is measured three times: alternating with fresh particles for the generator step
 alternating and with ``updates="simultaneous"`` (the generator step reuses the score step's draw).
 The ``*-bf16`` cases run our players with ``train.precision="bfloat16"`` (autocast) against the float32 reference.
 Reference and ours alternate ``--repeats`` times (the machine is shared) and the medians are compared. Writes
-``benchmarks/results/discriminator_speed.json``.
+``discriminator_speed.json`` to the bench output folder (``diffflow bench --out DIR``; default
+``~/.cache/diffflow/bench``); with ``--only`` the other cases keep their values from that file.
 """
 from __future__ import annotations
 
@@ -23,12 +24,12 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from diffflow_core.build import build
+from diffflow_core.commands.bench import output_dir
 from diffflow_core.training import Trainer
 
 BATCH, N = 128, 56
@@ -195,12 +196,11 @@ def main() -> None:
     unknown = sorted(set(args.only or ()) - set(cases))
     if unknown:
         parser.error(f"--only: unknown case(s) {unknown}; expected among {sorted(cases)}")
-    path = Path(__file__).parent / "results" / "discriminator_speed.json"
+    path = output_dir() / "discriminator_speed.json"
     results = json.loads(path.read_text()) if path.exists() and args.only else {}
     results["threads"] = args.threads
     for name in args.only or cases:
         results[name] = cases[name]()
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1))
     print(f"wrote {path}")
 

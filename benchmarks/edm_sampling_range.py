@@ -5,7 +5,8 @@ decides the quality. Usage (the checkpoint is what ``diffflow run`` writes for i
 
     .venv/bin/python benchmarks/edm_sampling_range.py --checkpoint runs/<run>/checkpoint.pt --steps 9 18
 
-Prints W2 / floor (3 seeds, 2,000 samples) per range and writes ``benchmarks/results/edm_sampling_range.json``.
+Prints W2 / floor (3 seeds, 2,000 samples) per range and writes ``edm_sampling_range.json`` to the bench output
+folder (``diffflow bench --out DIR``; default ``~/.cache/diffflow/bench``).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 
 from diffflow_core import metrics
+from diffflow_core.commands.bench import output_dir
 from diffflow_core.data import load_dataset
 from diffflow_core.model import Model
 from diffflow_score.testing import exact_flow
@@ -38,7 +40,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="a trained EDM ring5 checkpoint (optional)")
     parser.add_argument("--steps", type=int, nargs="+", default=[9, 18], help="Heun steps (NFE = 2 steps - 1)")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--out", default="benchmarks/results/edm_sampling_range.json")
+    parser.add_argument("--out", type=Path, default=Path("edm_sampling_range.json"),
+                        help="JSON file, relative to the bench output folder (default: %(default)s)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     data = load_dataset("ring5")
@@ -54,9 +57,10 @@ def main() -> None:
                 rows.append({"model": name, "sigma_min": sigma_min, "sigma_max": sigma_max, "nfe": nfe,
                              "w2_over_floor": round(value, 4)})
                 print(f"{name:8s} sigma in [{sigma_min}, {sigma_max}]  NFE {nfe:3d}  W2/floor {value:.3f}", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"checkpoint": args.checkpoint, "seeds": args.seeds, "rows": rows}, indent=2))
-    print(f"wrote {args.out}")
+    out = output_dir() / args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"checkpoint": args.checkpoint, "seeds": args.seeds, "rows": rows}, indent=2))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -6,19 +6,19 @@ rounds (ABBA order, so drifting load from other processes hits both alike) and t
 fastest round of each arm (the least-disturbed measurement, as ``timeit`` recommends); the median of the
 per-round paired ratios is reported next to it. Times are the process's CPU time (one torch thread), not
 wall time: on a machine shared with other jobs, waiting for a core would otherwise dominate the ratio.
-Targets: training <= 1.10x, sampling 2,000 points at 35 NFE <= 1.05x. Writes
-``benchmarks/results/engine_overhead.json``.
+Targets: training <= 1.10x, sampling 2,000 points at 35 NFE <= 1.05x. Writes ``engine_overhead.json`` to the
+bench output folder (``diffflow bench --out DIR``; default ``~/.cache/diffflow/bench``).
 """
 from __future__ import annotations
 
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 from diffflow_core.build import build
+from diffflow_core.commands.bench import output_dir
 from diffflow_core.training import Trainer
 
 ROUNDS, TRAIN_STEPS, BATCH, N_SAMPLES, HEUN_STEPS = 8, 60, 128, 2000, 18  # 18 Heun steps = 35 NFE
@@ -119,9 +119,9 @@ def main() -> dict:
     print(f"sampling {N_SAMPLES} at {nfe} NFE: engine {result['sample_engine_s']:.3f} s, hand "
           f"{result['sample_hand_s']:.3f} s, ratio {result['sample_ratio']:.3f} (paired median "
           f"{result['sample_ratio_paired_median']:.3f}; target <= 1.05)")
-    out = Path(__file__).parent / "results" / "engine_overhead.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = output_dir() / "engine_overhead.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
     return result
 
 

@@ -3,8 +3,10 @@
 Each measurement runs in a fresh subprocess so its peak RSS (``resource.getrusage``) is its own. The naive
 baseline materialises the full ``N x N`` (and ``N x M``) kernel-gradient matrices; the chunked step is
 ``diffflow_mmd.flow.MMDFlow.drift`` (memory O((N + M) * chunk)). Both run in the same invocation, on one thread.
+Writes ``mmd_scale.json`` to the bench output folder (``diffflow bench --out DIR``; default
+``~/.cache/diffflow/bench``).
 
-    .venv/bin/python benchmarks/mmd_scale.py            # writes benchmarks/results/mmd_scale.json
+    .venv/bin/python benchmarks/mmd_scale.py
 """
 from __future__ import annotations
 
@@ -13,9 +15,7 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results" / "mmd_scale.json"
 GIB = 1024 ** 3
 
 
@@ -58,6 +58,8 @@ def run(mode: str, n: int) -> dict:
 
 
 def main() -> None:
+    from diffflow_core.commands.bench import output_dir
+
     naive = run("naive", 10_000)
     chunked_small = run("chunked", 10_000)
     chunked_big = run("chunked", 100_000)
@@ -67,15 +69,15 @@ def main() -> None:
               "memory_ratio_naive_vs_chunked_10k": naive["peak_rss_bytes"] / chunked_small["peak_rss_bytes"],
               "chunked_100k_under_2gib": chunked_big["peak_rss_gib"] < 2.0, "same_velocity_10k": same,
               "command": "python benchmarks/mmd_scale.py"}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
+    path = output_dir() / "mmd_scale.json"
+    path.write_text(json.dumps(result, indent=2))
     for key in ("naive_10k", "chunked_10k", "chunked_100k"):
         r = result[key]
         print(f"{key:13s} N={r['n']:>7d}  {r['seconds']:8.3f} s/step  peak RSS {r['peak_rss_gib']:.3f} GiB")
     print(f"time ratio naive/chunked at N=10,000: {result['speedup_chunked_vs_naive_10k']:.2f}x; "
           f"peak-RSS ratio {result['memory_ratio_naive_vs_chunked_10k']:.2f}x; "
           f"N=100,000 under 2 GiB: {result['chunked_100k_under_2gib']}")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -8,10 +8,14 @@ separate processes and be joined with ``--merge``); then reports on held-out dat
   ``--merge`` also reports the paired difference of each variant to F = x with its standard error;
 - the exact probability-flow ODE NLL (kernel ``likelihood.log_prob``; Hutchinson on digits, dequantised);
 - sample quality at each of ``--sample-steps`` Heun steps: W2 / floor on ring5 (kernel ``w2_ratio``), the
-  Fréchet distance of the digits classifier's features on digits (metric ``frechet-digits``, floor 2.809);
+  Fréchet distance of the digits classifier's features on digits (metric ``frechet-digits``, against its floor);
 - the training time per step. ``--cost`` instead times training steps of all variants interleaved in one process.
 
-    .venv/bin/python benchmarks/ndm_quality.py --data ring5 --steps 4000 --variant 0 --out /tmp/ndm0.json
+Results go to the bench output folder (``diffflow bench --out DIR``; default ``~/.cache/diffflow/bench``):
+``ndm_<data>.json`` (``ndm_<data>_cost.json`` with ``--cost``) unless ``--out`` names another file; relative
+``--out`` and ``--merge`` files are taken in that folder.
+
+    .venv/bin/python benchmarks/ndm_quality.py --data ring5 --steps 4000 --variant 0 --out ndm_ring5_0.json
 """
 from __future__ import annotations
 
@@ -20,11 +24,11 @@ import json
 import math
 import time
 from functools import partial
-from pathlib import Path
 
 import torch
 
 from diffflow_core.build import build
+from diffflow_core.commands.bench import output_dir
 from diffflow_core.data import load_dataset
 from diffflow_core.interfaces import Batch
 from diffflow_core.likelihood import log_prob
@@ -114,7 +118,7 @@ def train_config(args: argparse.Namespace) -> dict:
 def make_model(args: argparse.Namespace, name: str):
     """The variant ``name``; on dequantised data the sampling clip is widened by the bin width ``delta``: the model
     learns ``x + U[0, delta)``, whose box is ``[-1, 1 + delta)``, and clamping ``x_hat`` at 1 biases every path
-    that ends on a full-intensity pixel (measured: FD 53.0 -> 39.1 for F = x, docs/benchmarks/ndm.md)."""
+    that ends on a full-intensity pixel (measured in docs/benchmarks/ndm.md)."""
     flow = variants(args.hidden, args.depth, args.fourier_scale)[name]
     objective = {"name": "nelbo-continuous", "proposal": args.proposal, "weighting": args.weighting,
                  "weighting_bias": args.weighting_bias}
@@ -265,18 +269,20 @@ def main() -> None:
     parser.add_argument("--save", default=None, help="save the trained flow's state dict here")
     parser.add_argument("--load", default=None, help="evaluate a saved state dict instead of training")
     parser.add_argument("--quality-only", action="store_true", help="skip the NELBO and the ODE NLL")
-    parser.add_argument("--merge", nargs="+", default=None, help="join per-variant JSON files instead of running")
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--merge", nargs="+", default=None,
+                        help="join per-variant JSON files (in the bench output folder) instead of running")
+    parser.add_argument("--out", default=None, help="JSON file in the bench output folder (default: ndm_<data>.json)")
     args = parser.parse_args()
+    folder = output_dir()
     if args.cost:
         cost = step_cost(args)
-        out = Path(args.out or f"benchmarks/results/ndm_{args.data}_cost.json")
+        out = folder / (args.out or f"ndm_{args.data}_cost.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(cost, indent=1))
         print(json.dumps(cost, indent=1))
         return
-    results = merge([json.loads(Path(p).read_text()) for p in args.merge]) if args.merge else run(args)
-    out = Path(args.out or f"benchmarks/results/ndm_{results['data']}.json")
+    results = merge([json.loads((folder / p).read_text()) for p in args.merge]) if args.merge else run(args)
+    out = folder / (args.out or f"ndm_{results['data']}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
     print(f"wrote {out}")

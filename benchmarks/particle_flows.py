@@ -2,9 +2,13 @@
 
 Every flow starts from its prior (N(0, I); N(0, sigma_max^2 I) for the VE row) with 2,000 particles, runs its
 preset, and is scored by exact W2 to fresh data over 3 seeds divided by the data-vs-data floor at 2,000 samples
-(``diffflow_core.metrics.wasserstein.w2_ratio``; a perfect sampler scores about 0.9). A snapshot picture of
-the seed-0 run is saved per flow. Results go to ``benchmarks/results/particle_flows.json`` and the table to
-``docs/benchmarks/particle-flows.md``, both rewritten after each flow.
+(``diffflow_core.metrics.wasserstein.w2_ratio``; see docs/benchmarks.md for its value for a perfect sampler). A
+snapshot picture of the seed-0 run is saved per flow. Everything goes to the bench output folder
+(``diffflow bench --out DIR``; default ``~/.cache/diffflow/bench``): the results to ``particle_flows.json``, the
+table to ``particle-flows.md``, both rewritten after each flow, and the pictures to ``figures/<preset>.png``
+(``--pictures``: ``figures/entropy.png``, ``figures/fdiv.png``). To publish a run, copy the table to
+``docs/benchmarks/particle-flows.md`` and the pictures to ``docs/benchmarks/figures/`` (entropy and fdiv:
+``docs/flows/figures/``).
 
     .venv/bin/python benchmarks/particle_flows.py [--flows langevin,svgd] [--seeds 3]
 """
@@ -17,10 +21,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results" / "particle_flows.json"
-DOC = ROOT / "docs" / "benchmarks" / "particle-flows.md"
-FIGURES = ROOT / "docs" / "benchmarks" / "figures"
+from diffflow_core.commands.bench import output_dir
 
 #: preset -> (label, acceptance bound on the W2 / floor ratio)
 FLOWS = {
@@ -50,7 +51,7 @@ class _Velocity:
         return self.model.smoother.velocity(self.model.flow, x, t)
 
 
-def run_flow(preset: str, seeds: int) -> dict:
+def run_flow(preset: str, seeds: int, folder: Path) -> dict:
     from diffflow_core import plots
     from diffflow_core.build import build
     from diffflow_core.data import load_dataset
@@ -71,21 +72,21 @@ def run_flow(preset: str, seeds: int) -> dict:
     result = w2_ratio(sample, data, n=2000, seeds=seeds)
     seconds = time.perf_counter() - start
     out = recorded["samples"]
-    picture = FIGURES / f"{preset}.png"
-    plots.snapshots(out.trajectory, picture, times=out.times, flow=_Velocity(model), data=data, panels=5,
+    picture = Path("figures", f"{preset}.png")
+    plots.snapshots(out.trajectory, folder / picture, times=out.times, flow=_Velocity(model), data=data, panels=5,
                     limits=(-5.0, 5.0), title=f"{preset} on ring5 ({steps} steps, NFE {out.nfe})")
     return {**result.as_dict(), "steps": steps, "nfe": out.nfe, "seconds_all_seeds": seconds,
-            "figure": str(picture.relative_to(ROOT))}
+            "figure": picture.as_posix()}
 
 
-def flow_pictures() -> None:
+def flow_pictures(folder: Path) -> None:
     """Pictures for the docs of the flows outside the table (``entropy``, ``fdiv``), 500 particles."""
     from diffflow_core import plots
     from diffflow_core.build import build
     from diffflow_core.data import load_dataset
 
     data = load_dataset("ring5")
-    out_dir = ROOT / "docs" / "flows" / "figures"
+    out_dir = folder / "figures"
     runs = {"entropy": ({"flow": {"name": "entropy", "horizon": 1.0}}, 50),
             "fdiv": ({"flow": {"name": "fdiv", "divergence": "js", "horizon": 6.0}}, 300)}
     for name, (config, steps) in runs.items():
@@ -96,13 +97,13 @@ def flow_pictures() -> None:
                         title=f"{name} ({steps} steps, 500 particles)")
 
 
-def write_doc(results: dict, seeds: int) -> None:
+def write_doc(results: dict, seeds: int, folder: Path) -> None:
     lines = ["# Particle flows on ring5", "",
-             "Made by `.venv/bin/python benchmarks/particle_flows.py` (raw numbers: "
-             "`benchmarks/results/particle_flows.json`). 2,000 particles from the flow's prior; W2 is exact (POT) to "
-             f"fresh data draws, averaged over {seeds} seeds, divided by the data-vs-data floor at 2,000 samples "
-             "(a perfect sampler scores about 0.9). Wall time is for all seeds on a shared, heavily loaded 2-core "
-             "machine (one thread).", "",
+             "Made by `.venv/bin/python benchmarks/particle_flows.py` (raw numbers: `particle_flows.json` in the "
+             "[bench output folder](../benchmarks.md#where-benchmark-outputs-go)). 2,000 particles from the flow's "
+             f"prior; W2 is exact (POT) to fresh data draws, averaged over {seeds} seeds, divided by the data-vs-data "
+             "floor at 2,000 samples (a perfect sampler scores about 0.9). Wall time is for all seeds on a shared, "
+             "heavily loaded 2-core machine (one thread).", "",
              "| flow (preset) | steps / NFE | W2 | floor | ratio | target | met | time (s) |",
              "|---|---|---|---|---|---|---|---|"]
     for preset, r in results.items():
@@ -113,12 +114,8 @@ def write_doc(results: dict, seeds: int) -> None:
                      f"{r['seconds_all_seeds']:.0f} |")
     lines += ["", "## Pictures (seed 0, particles over time with drift arrows)", ""]
     for preset, r in results.items():
-        lines.append(f"![{preset}](figures/{Path(r['figure']).name})")
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    notes = DOC.with_name("particle-flows-notes.md")
-    if notes.exists():
-        lines += ["", notes.read_text()]
-    DOC.write_text("\n".join(lines) + "\n")
+        lines.append(f"![{preset}]({r['figure']})")
+    (folder / "particle-flows.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -128,23 +125,25 @@ def main() -> None:
     parser.add_argument("--pictures", action="store_true", help="only draw the entropy/fdiv doc pictures")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    folder = output_dir()
     if args.pictures:
-        flow_pictures()
+        flow_pictures(folder)
         return
     presets = args.flows.split(",")
     for preset in presets:
         if preset not in FLOWS:
             raise SystemExit(f"unknown flow {preset!r}; expected some of {', '.join(FLOWS)}")
+    path = folder / "particle_flows.json"
     for preset in presets:
-        r = run_flow(preset, args.seeds)
-        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}  # merge with parallel runs
+        r = run_flow(preset, args.seeds, folder)
+        results = json.loads(path.read_text()) if path.exists() else {}  # merge with parallel runs
         results[preset] = r
         print(f"{preset:20s} ratio {r['ratio']:.3f}  W2 {r['w2_mean']:.4f}  floor {r['floor_mean']:.4f}  "
               f"({r['seconds_all_seeds']:.0f} s)", flush=True)
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
         ordered = {k: results[k] for k in FLOWS if k in results}
-        RESULTS.write_text(json.dumps(ordered, indent=2))
-        write_doc(ordered, args.seeds)
+        path.write_text(json.dumps(ordered, indent=2))
+        write_doc(ordered, args.seeds, folder)
+    print(f"wrote {path}, {folder / 'particle-flows.md'} and pictures in {folder / 'figures'}")
 
 
 if __name__ == "__main__":

@@ -7,19 +7,19 @@ intermediate times, so the table shows how the W2 / floor ratio and the mode sha
 
     .venv/bin/python benchmarks/svgd_bandwidth.py [--scales 1 0.5] [--times 2.5 5 10 20 30] [--seeds 3]
 
-Results: ``benchmarks/results/svgd_bandwidth.json`` and the table printed (copied into docs/flows/svgd.md).
+Results: ``svgd_bandwidth.json`` in the bench output folder (``diffflow bench --out DIR``; default
+``~/.cache/diffflow/bench``) and the table printed (copied into docs/flows/svgd.md).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results" / "svgd_bandwidth.json"
+from diffflow_core.commands.bench import output_dir
+
 DT = 0.05
 
 
@@ -63,8 +63,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = [row for scale in args.scales for row in study(scale, sorted(args.times), args.seeds, args.n)]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"dt": DT, "n": args.n, "seeds": args.seeds, "rows": rows}, indent=2))
+    path = output_dir() / "svgd_bandwidth.json"
+    path.write_text(json.dumps({"dt": DT, "n": args.n, "seeds": args.seeds, "rows": rows}, indent=2))
+    print(f"wrote {path}")
     print("\n| kernel width | t | Euler steps | W2 / floor | max abs(share - 20%) (points) | outside 3 std |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -14,7 +14,8 @@ Sections (run all, or name some on the command line):
               classifier, translation c1 -> c2 (shared latent) share classified as c2, and the cycle error.
 
 Every W2 is reported with the data-vs-data floor measured in the same run (the baseline). Results are written
-to ``benchmarks/results/velocity_quality.json`` (merged per section) and summarised in
+to ``velocity_quality.json`` (merged per section) in the bench output folder (``diffflow bench --out DIR``;
+default ``~/.cache/diffflow/bench``), next to the trained models the later sections load, and summarised in
 ``docs/benchmarks/velocity.md``.
 
     .venv/bin/python benchmarks/velocity_quality.py ring5 pc moons digits
@@ -25,15 +26,14 @@ import itertools
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from diffflow_core import registry
 from diffflow_core.build import build
+from diffflow_core.commands.bench import output_dir
 from diffflow_core.model import Model
 
-RESULTS = Path(__file__).resolve().parent / "results" / "velocity_quality.json"
 TOY_NET = {"name": "mlp", "hidden": 256, "depth": 3, "fourier_scale": 1.0}
 TOY_TRAIN = {"steps": 5000, "batch_size": 256, "lr": 1e-3, "ema": 0.999, "progress": False}
 W2_N, W2_SEEDS = 2000, 3
@@ -55,7 +55,7 @@ def train(preset: str, data, **overrides) -> tuple[Model, float]:
 
 def ring5(out: dict) -> None:
     model, seconds = train("rectified-flow", "ring5", flow={"network": TOY_NET}, train=TOY_TRAIN)
-    torch.save(model.state_dict(), RESULTS.parent / "velocity_ring5_fm.pt")
+    torch.save(model.state_dict(), output_dir() / "velocity_ring5_fm.pt")
     rows = [w2_at(model, model.data, s, solver) for solver, steps in (("euler", (5, 10, 20)), ("heun", (5, 10)))
             for s in steps]
     out["ring5"] = {"train_seconds": seconds, "rows": rows}
@@ -71,7 +71,7 @@ def pc(out: dict) -> None:
 
 
 def _ring5_fm() -> Model:
-    weights = RESULTS.parent / "velocity_ring5_fm.pt"
+    weights = output_dir() / "velocity_ring5_fm.pt"
     if not weights.exists():
         raise SystemExit(f"this section compares with the flow-matching model of section ring5: run ring5 first "
                          f"(missing {weights})")
@@ -123,7 +123,7 @@ def digits(out: dict) -> None:
     from diffflow_velocity.translate import translate
 
     model, seconds = train("scoreflow-translate", "digits", train={"progress": False})
-    torch.save(model.state_dict(), RESULTS.parent / "velocity_digits.pt")
+    torch.save(model.state_dict(), output_dir() / "velocity_digits.pt")
     classifier = digits_classifier()
     classify = lambda x: classifier(x.float()).argmax(1)  # noqa: E731
     labels = torch.arange(10).repeat_interleave(100)
@@ -154,11 +154,13 @@ def main(names: list[str]) -> None:
     if unknown:
         raise SystemExit(f"unknown section(s) {unknown}; expected some of {list(SECTIONS)}")
     out: dict = {}
+    path = output_dir() / "velocity_quality.json"
     for name in names or list(SECTIONS):
         SECTIONS[name](out)
-        previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-        RESULTS.write_text(json.dumps({**previous, **out}, indent=2) + "\n")  # other sections may run in parallel
+        previous = json.loads(path.read_text()) if path.exists() else {}
+        path.write_text(json.dumps({**previous, **out}, indent=2) + "\n")  # other sections may run in parallel
         print(name, json.dumps(out[name], indent=1), flush=True)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
