@@ -1,8 +1,10 @@
 """Hook specifications: one hook per component kind, each receiving a ``register`` callback.
 
 A plugin module implements any of these with ``@diffflow_core.hookimpl`` and calls
-``register(name, target, summary=...)``; ``target`` is a class/function or a lazy ``"module:attr"`` string
-(imported only when the component is used, which keeps plugin import cheap).
+``register(name, target, summary=...)``; ``target`` is a class/function (a mapping for presets) or a lazy
+``"module:attr"`` string (imported only when the component is used, which keeps plugin import cheap). Targets
+are checked when registered: a wrong type or a malformed string is reported and skipped, and in strict mode
+lazy strings are imported at once, so that a registration that could only fail later fails at load.
 """
 from __future__ import annotations
 

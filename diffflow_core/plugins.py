@@ -1,17 +1,21 @@
-"""Plugin discovery and isolation (DESIGN §4).
+"""Plugin discovery, trust and isolation (DESIGN §4).
 
 Plugins are modules named by entry points of group ``diffflow``. Loading is lazy and happens once, on the
 first registry access (``import diffflow_core`` scans nothing). Each plugin is imported and its hooks are
-called in isolation: a plugin that fails to import, declares an unknown hook, or whose hook raises is reported
-(a warning and status ``failed`` with the error) and contributes nothing; ``DIFFFLOW_STRICT_PLUGINS=1``
-makes any such failure fatal. ``DIFFFLOW_DISABLE_PLUGINS=a,b`` skips plugins and ``DIFFFLOW_LOAD_PLUGINS=a,b``
-loads only those (the kernel's built-ins always load).
+called in isolation: a plugin that fails to import (``SystemExit`` included), declares an unknown hook, or whose
+hook raises is reported (a warning and status ``failed`` with the error) and contributes nothing; its prints go
+to stderr. A registration whose target cannot be a component of its kind is reported and skipped. The plugin
+names of the first-party distributions belong to them: another distribution declaring one is refused (status
+``refused``), always. ``DIFFFLOW_STRICT_PLUGINS=1`` makes every reported problem fatal, once loading has listed
+them all. ``DIFFFLOW_DISABLE_PLUGINS=a,b`` skips plugins and ``DIFFFLOW_LOAD_PLUGINS=a,b`` loads only those (the
+kernel's built-ins always load); a name that is not installed is reported.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import threading
-import traceback
 import warnings
 from importlib import metadata
 from typing import Any
@@ -20,16 +24,22 @@ import attrs
 import pluggy
 
 from diffflow_core import hookspecs
-from diffflow_core.errors import ConflictError, PluginError
-from diffflow_core.registry import Entry, Registry
+from diffflow_core.errors import ConfigError, ConflictError, PluginError, did_you_mean
+from diffflow_core.registry import Entry, Registry, guarded
 
-__all__ = ["PluginInfo", "PluginManager", "manager", "registry", "register", "register_plugin", "reset"]
+__all__ = ["PluginInfo", "PluginManager", "manager", "registry", "register", "register_plugin", "reset",
+           "strict_mode"]
 
 ENTRY_POINT_GROUP = "diffflow"
-#: Distributions of the core set: their names are protected like built-ins.
-FIRST_PARTY = frozenset({"diffflow-core", "diffflow-solvers", "diffflow-kl", "diffflow-mmd", "diffflow-score",
-                         "diffflow-discriminator", "diffflow-ndm", "diffflow-velocity"})
 BUILTIN_PLUGIN = "core"
+#: The first-party plugin names and the distributions that own them (the kernel's built-ins load as ``core``).
+#: Another distribution declaring one of these names is refused, so it cannot replace the genuine plugin.
+FIRST_PARTY_PLUGINS = {BUILTIN_PLUGIN: "diffflow-core", "solvers": "diffflow-solvers", "kl": "diffflow-kl",
+                       "mmd": "diffflow-mmd", "score": "diffflow-score", "discriminator": "diffflow-discriminator",
+                       "ndm": "diffflow-ndm", "velocity": "diffflow-velocity"}
+#: Distributions of the core set: their component names are protected like built-ins.
+FIRST_PARTY = frozenset(FIRST_PARTY_PLUGINS.values())
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 
 @attrs.define
@@ -39,13 +49,22 @@ class PluginInfo:
     name: str
     distribution: str
     version: str
-    status: str  # "active", "failed", "disabled", "not allowed"
+    status: str  # "active", "failed", "disabled", "not allowed", "refused"
     hooks: list[str] = attrs.Factory(list)
     error: str | None = None
     components: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
+
+
+def strict_mode() -> bool:
+    """``DIFFFLOW_STRICT_PLUGINS`` read as a boolean (1/0, true/false, yes/no, on/off, any case; unset is off)."""
+    value = os.environ.get("DIFFFLOW_STRICT_PLUGINS", "")
+    if value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigError(f"DIFFFLOW_STRICT_PLUGINS: unrecognised value {value!r}; expected 1/0, true/false, "
+                      "yes/no or on/off")
 
 
 def _env_list(name: str) -> set[str] | None:
@@ -63,8 +82,11 @@ class PluginManager:
         self.pm.add_hookspecs(hookspecs)
         self.registries = {kind: Registry(kind, self.load, self.failed_summaries) for kind in hookspecs.KINDS}
         self.plugins: dict[str, PluginInfo] = {}
+        self.refused: list[PluginInfo] = []  # distributions declaring a plugin name that is not theirs
         self._loaded = False
         self._loading = False
+        self._strict = False
+        self._problems: list[str] = []  # everything reported while loading; fatal at the end in strict mode
         self._fatal: PluginError | None = None
         self._lock = threading.RLock()
 
@@ -74,55 +96,98 @@ class PluginManager:
                 for p in self.plugins.values() if p.status == "failed"]
 
     def infos(self) -> list[PluginInfo]:
-        self.load()
-        return sorted(self.plugins.values(), key=lambda p: (p.name != BUILTIN_PLUGIN, p.name))
+        """Every plugin found, refused ones included, loading them first.
+
+        A strict-mode failure does not hide the list (``diffflow plugins`` prints it, then fails): ``load()``
+        raises it.
+        """
+        with contextlib.suppress(PluginError):
+            self.load()
+        return sorted([*self.plugins.values(), *self.refused],
+                      key=lambda p: (p.name != BUILTIN_PLUGIN, p.name, p.status == "refused"))
 
     # -- loading -------------------------------------------------------------------------------------
     def load(self) -> None:
-        """Discover and load plugins once (safe to call repeatedly, from DDP ranks too)."""
-        if self._fatal is not None:  # strict mode keeps failing instead of serving a partial registry
+        """Discover and load plugins once (safe to call repeatedly, from DDP ranks too).
+
+        In strict mode every problem reported while loading becomes one ``PluginError``, raised now and on every
+        later call instead of serving a partial registry.
+        """
+        if self._fatal is not None:
             raise self._fatal
         if self._loaded:
             return
+        strict = strict_mode()  # an unrecognised value fails before anything loads
         with self._lock:  # other threads wait for the loader; the loader itself re-enters (hooks using registries)
             if self._loaded or self._loading:
                 return
-            self._loading = True
+            self._loading, self._strict = True, strict
             try:
                 from diffflow_core import builtins
 
                 self._add_plugin(BUILTIN_PLUGIN, builtins, "diffflow-core", _version("diffflow-core"), protected=True)
-                for ep in self._entry_points():
-                    self._load_entry_point(ep)
-            except PluginError as exc:
-                self._fatal = exc
-                raise
+                entry_points, names = self._discover()
+                allowed, disabled = self._selection(names)
+                for ep in entry_points:
+                    self._load_entry_point(ep, allowed, disabled)
+                if strict and self._problems:
+                    self._fatal = PluginError("; ".join(self._problems))
+                    raise self._fatal
             finally:
                 self._loading = False
                 self._loaded = True
 
-    def _entry_points(self) -> list[metadata.EntryPoint]:
-        seen: dict[str, metadata.EntryPoint] = {}
-        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-            first = seen.setdefault(ep.name, ep)  # the first distribution on sys.path wins, like imports
-            if first is not ep and _dist_name(first) != _dist_name(ep):
-                warnings.warn(f"diffflow plugin name '{ep.name}' is declared by {_dist_name(first)} and "
-                              f"{_dist_name(ep)}; loading the first on sys.path ({_dist_name(first)})", stacklevel=4)
-        return sorted(seen.values(), key=lambda ep: ep.name)
+    def _discover(self) -> tuple[list[metadata.EntryPoint], set[str]]:
+        """The entry point to load for each plugin name, sorted by name, and every declared name.
 
-    def _load_entry_point(self, ep: metadata.EntryPoint) -> None:
-        dist = ep.dist.name if ep.dist is not None else "?"
-        version = ep.dist.version if ep.dist is not None else "?"
+        A first-party name loads only from the distribution that owns it; any other name from the first
+        distribution on ``sys.path`` that declares it, as imports do. Every other declaration is refused.
+        """
+        declared: dict[str, dict[str, metadata.EntryPoint]] = {}
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            # one distribution found twice on sys.path (an editable install and a copy) counts once: the first
+            declared.setdefault(ep.name, {}).setdefault(_normalise(_dist_name(ep)), ep)
+        chosen = []
+        for name, by_dist in sorted(declared.items()):
+            owner = FIRST_PARTY_PLUGINS.get(name)
+            winner = by_dist.get(owner) if owner is not None else next(iter(by_dist.values()))
+            if winner is not None:
+                chosen.append(winner)
+            for ep in by_dist.values():
+                if ep is not winner:
+                    self._refuse(ep, owner, winner)
+        return chosen, set(declared) | {BUILTIN_PLUGIN}
+
+    def _refuse(self, ep: metadata.EntryPoint, owner: str | None, winner: metadata.EntryPoint | None) -> None:
+        dist, version = _dist_name(ep), _dist_version(ep)
+        if owner is not None:
+            reason = (f"the plugin name '{ep.name}' belongs to the first-party distribution {owner}; "
+                      f"{dist} may not replace it")
+        else:
+            reason = (f"the plugin name '{ep.name}' is also declared by {_dist_name(winner)}, which comes first "
+                      "on sys.path and was loaded")
+        self.refused.append(PluginInfo(ep.name, dist, version, "refused", error=reason))
+        self._report(f"plugin '{ep.name}' ({dist} {version}) was refused: {reason}")
+
+    def _selection(self, names: set[str]) -> tuple[set[str] | None, set[str]]:
+        """``DIFFFLOW_LOAD_PLUGINS`` (None: all) and ``DIFFFLOW_DISABLE_PLUGINS``; names not installed are reported."""
         allowed, disabled = _env_list("DIFFFLOW_LOAD_PLUGINS"), _env_list("DIFFFLOW_DISABLE_PLUGINS") or set()
+        for variable, chosen in (("DIFFFLOW_LOAD_PLUGINS", allowed or set()), ("DIFFFLOW_DISABLE_PLUGINS", disabled)):
+            for unknown in sorted(chosen - names):
+                self._report(f"{variable}: unknown plugin {unknown!r}{did_you_mean(unknown, names)}; "
+                             f"installed plugins: {', '.join(sorted(names))}")
+        return allowed, disabled
+
+    def _load_entry_point(self, ep: metadata.EntryPoint, allowed: set[str] | None, disabled: set[str]) -> None:
+        dist, version = _dist_name(ep), _dist_version(ep)
         if ep.name in disabled:
             self.plugins[ep.name] = PluginInfo(ep.name, dist, version, "disabled")
             return
         if allowed is not None and ep.name not in allowed:
             self.plugins[ep.name] = PluginInfo(ep.name, dist, version, "not allowed")
             return
-        try:
-            module = ep.load()
-        except Exception as exc:  # noqa: BLE001 - isolation is the point
+        module, exc = guarded(ep.load)
+        if exc is not None:
             self._fail(PluginInfo(ep.name, dist, version, "failed"), exc, "import failed")
             return
         self._add_plugin(ep.name, module, dist, version, protected=_normalise(dist) in FIRST_PARTY)
@@ -131,10 +196,13 @@ class PluginManager:
         """Validate ``module``'s hooks, call each in isolation, and commit its registrations atomically."""
         info = PluginInfo(name, dist, version, "active")
         self.plugins[name] = info
-        try:
+
+        def register_hooks() -> None:
             self.pm.register(module, name=name)
             self.pm.check_pending()
-        except Exception as exc:  # unknown hook names, bad hookimpl signatures
+
+        _, exc = guarded(register_hooks)
+        if exc is not None:  # unknown hook names, bad hookimpl signatures
             if self.pm.is_registered(module):
                 self.pm.unregister(module)
             self._fail(info, exc, "invalid hooks")
@@ -148,30 +216,36 @@ class PluginManager:
                 info.hooks.append(hook_name)
 
                 def register(comp_name: str, target: Any, summary: str = "", *, _kind: str = kind) -> None:
-                    staged.append(Entry(_kind, str(comp_name), target, name, dist, version,
+                    staged.append(Entry(_kind, comp_name, target, name, dist, version,
                                         summary or _first_doc_line(target), protected))
 
-                try:
-                    impl.function(register=register)
-                except Exception as exc:  # noqa: BLE001
+                _, exc = guarded(lambda: impl.function(register=register))
+                if exc is not None:
                     self.pm.unregister(module)
                     self._fail(info, exc, f"hook {hook_name} raised")
                     return
-        conflicts = []
+        self._commit(info, staged)
+
+    def _commit(self, info: PluginInfo, staged: list[Entry]) -> None:
+        """Add a plugin's valid registrations; report the invalid, refused and ambiguous ones (others are kept)."""
+        problems = []
         for entry in staged:
+            registry_ = self.registries[entry.kind]
             try:
-                displaced = self.registries[entry.kind].add(entry)
-                info.components += 1
-            except ConflictError as exc:
-                conflicts.append(str(exc))
+                entry.check(resolve=self._strict)
+                displaced = registry_.add(entry)
+            except (PluginError, ConflictError) as exc:
+                problems.append(str(exc))
                 continue
+            info.components += 1
+            conflict = registry_.conflict(entry.name)
+            if conflict is not None:
+                problems.append(conflict)
             for other in displaced:
                 self._report_displaced(other, entry)
-        if conflicts:
-            info.error = "; ".join(conflicts)
-            warnings.warn(f"diffflow plugin '{name}': {info.error}", stacklevel=3)
-            if os.environ.get("DIFFFLOW_STRICT_PLUGINS") == "1":
-                raise PluginError(f"plugin '{name}': {info.error}")
+        if problems:
+            info.error = "; ".join(problems)
+            self._report(f"plugin '{info.name}': {info.error}")
 
     def _report_displaced(self, displaced: Entry, by: Entry) -> None:
         """A protected component loaded after a third-party one of the same name replaced it: say so."""
@@ -181,30 +255,32 @@ class PluginManager:
         if info is not None:
             info.error = f"{info.error}; {message}" if info.error else message
             info.components -= 1
-        warnings.warn(f"diffflow plugin '{displaced.plugin}': {message}", stacklevel=4)
-        if os.environ.get("DIFFFLOW_STRICT_PLUGINS") == "1":
-            raise PluginError(f"plugin '{displaced.plugin}': {message}")
+        self._report(f"plugin '{displaced.plugin}': {message}")
 
     def _fail(self, info: PluginInfo, exc: BaseException, what: str) -> None:
         info.status = "failed"
         info.error = f"{what}: {type(exc).__name__}: {exc}"
         self.plugins[info.name] = info
-        if os.environ.get("DIFFFLOW_STRICT_PLUGINS") == "1":
-            raise PluginError(f"plugin '{info.name}' ({info.distribution}) {info.error}") from exc
-        warnings.warn(f"diffflow plugin '{info.name}' ({info.distribution} {info.version}) was not loaded: "
-                      f"{info.error}\n{''.join(traceback.format_exception_only(type(exc), exc)).strip()}",
-                      stacklevel=3)
+        self._report(f"plugin '{info.name}' ({info.distribution} {info.version}) was not loaded: {info.error}")
+
+    def _report(self, problem: str) -> None:
+        """Record a loading problem: a warning now, or (strict mode) part of the error ``load`` raises."""
+        self._problems.append(problem)
+        if not self._strict:
+            warnings.warn(f"diffflow: {problem}", UserWarning, stacklevel=3)
 
     # -- programmatic registration -------------------------------------------------------------------
     def register_object(self, kind: str, name: str, target: Any, summary: str = "", plugin: str = "user") -> Entry:
         """Register one component without packaging it (notebooks, tests).
 
         Registering a name again from the same ``plugin`` replaces the earlier object (a re-run notebook cell).
+        An invalid target raises ``PluginError`` at once (in strict mode a lazy string is imported now).
         """
         self.load()
         if kind not in self.registries:
             raise PluginError(f"kind: unknown component kind {kind!r}; expected one of {', '.join(hookspecs.KINDS)}")
         entry = Entry(kind, name, target, plugin, "(programmatic)", "-", summary or _first_doc_line(target))
+        entry.check(resolve=self._strict)
         replaced = self.registries[kind].discard(name, plugin)
         self.registries[kind].add(entry)
         self.plugins.setdefault(plugin, PluginInfo(plugin, "(programmatic)", "-", "active"))
@@ -212,9 +288,19 @@ class PluginManager:
         return entry
 
     def register_plugin(self, module: Any, name: str) -> PluginInfo:
-        """Register an object holding ``@hookimpl`` functions, as if it came from an entry point."""
+        """Register an object holding ``@hookimpl`` functions, as if it came from an entry point.
+
+        Its problems are reported as an installed plugin's are; in strict mode they raise ``PluginError``.
+        """
         self.load()
+        taken = self.plugins.get(name)
+        if taken is not None:
+            raise PluginError(f"plugin name {name!r} is taken by {taken.distribution} {taken.version}; "
+                              "choose another")
+        reported = len(self._problems)
         self._add_plugin(name, module, "(programmatic)", "-", protected=False)
+        if self._strict and len(self._problems) > reported:
+            raise PluginError("; ".join(self._problems[reported:]))
         return self.plugins[name]
 
 
@@ -222,8 +308,13 @@ def _dist_name(ep: metadata.EntryPoint) -> str:
     return ep.dist.name if ep.dist is not None else "?"
 
 
+def _dist_version(ep: metadata.EntryPoint) -> str:
+    return ep.dist.version if ep.dist is not None else "?"
+
+
 def _normalise(dist: str) -> str:
-    return dist.lower().replace("_", "-")
+    """A distribution name as PyPI compares them (PEP 503): ``Diffflow_Score`` is ``diffflow-score``."""
+    return re.sub(r"[-_.]+", "-", dist).lower()
 
 
 def _version(dist: str) -> str:

@@ -3,13 +3,68 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Callable, Iterator
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any, Callable, Iterator, TypeVar
 
 import attrs
 
-from diffflow_core.errors import ConfigError, ConflictError, UnknownComponentError, did_you_mean
+from diffflow_core.errors import ConfigError, ConflictError, PluginError, UnknownComponentError, did_you_mean
 
-__all__ = ["Entry", "Registry"]
+__all__ = ["Entry", "Registry", "guarded"]
+
+T = TypeVar("T")
+
+
+class _StdoutToStderr:
+    """Route ``sys.stdout`` to stderr while any thread runs plugin code.
+
+    Re-entrant and thread-safe by counting: ``contextlib.redirect_stdout`` used by two threads at once can restore
+    the other's redirection and leave stdout pointing at stderr for good.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved: Any = None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._depth == 0:
+                self._saved, sys.stdout = sys.stdout, sys.stderr
+            self._depth += 1
+
+    def __exit__(self, *exc_info: Any) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                sys.stdout, self._saved = self._saved, None
+
+
+_PLUGIN_OUTPUT = _StdoutToStderr()
+
+
+def guarded(call: Callable[[], T]) -> tuple[T | None, BaseException | None]:
+    """Run plugin code (an import, a hook, a lazy target): return ``(result, None)`` or ``(None, what it raised)``.
+
+    Anything but ``KeyboardInterrupt`` is caught, ``SystemExit`` included: a plugin that exits at import must be
+    reported as failed, not end every diffflow command silently. Its prints go to stderr, so that ``--json``
+    output on stdout stays machine-readable.
+    """
+    with _PLUGIN_OUTPUT:
+        try:
+            return call(), None
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - isolation is the point
+            return None, exc
+
+
+def _is_lazy_path(target: str) -> bool:
+    """Whether ``target`` has the syntax ``"pkg.module:Attr.attr"`` (dotted identifiers on both sides)."""
+    module, colon, attr = target.partition(":")
+    return bool(colon) and all(part.isidentifier() for part in (*module.split("."), *attr.split(".")))
 
 
 @attrs.define
@@ -26,14 +81,56 @@ class Entry:
     protected: bool = False  # built-in or first-party: never shadowed
 
     def load(self) -> Any:
-        """The component itself, importing a lazy ``"module:attr"`` target on first use."""
+        """The component itself, importing a lazy ``"module:attr"`` target on first use.
+
+        A target that cannot be imported, or that resolves to something this kind cannot hold (a preset that is
+        not a mapping), raises ``PluginError`` naming the component, its target and its provider.
+        """
         if isinstance(self.target, str):
-            module_name, _, attr = self.target.partition(":")
-            obj = importlib.import_module(module_name)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
+            self._check_syntax()
+            obj, exc = guarded(self._resolve)
+            if exc is not None:
+                raise self._error(f"cannot import target {self.target!r}: {type(exc).__name__}: {exc}") from exc
+            self._check_kind(obj, lazy=True)
             self.target = obj
         return self.target
+
+    def check(self, resolve: bool) -> None:
+        """Raise ``PluginError`` unless this registration can work: a non-empty string name, and a target of the
+        right kind (a mapping for presets, a class or callable factory for every other kind) or a lazy
+        ``"module:attr"`` string, which ``resolve`` imports now (strict mode) instead of when first used."""
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise self._error(f"the name must be a non-empty string, got {_shown(self.name)}")
+        if not isinstance(self.target, str):
+            self._check_kind(self.target, lazy=False)
+        elif resolve:
+            self.load()
+        else:
+            self._check_syntax()
+
+    def _resolve(self) -> Any:
+        module_name, _, attr = self.target.partition(":")
+        obj = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    def _check_syntax(self) -> None:
+        if not _is_lazy_path(self.target):
+            raise self._error(f"target {self.target!r} is not a lazy 'module:attr' string")
+
+    def _check_kind(self, obj: Any, lazy: bool) -> None:
+        presets = self.kind == "presets"
+        if isinstance(obj, Mapping) if presets else callable(obj):
+            return
+        expected = "a mapping (a model config)" if presets else "a class or a callable factory"
+        if lazy:
+            raise self._error(f"target {self.target!r} is {_shown(obj)}, not {expected}")
+        raise self._error(f"target {_shown(obj)} is not {expected} or a lazy 'module:attr' string")
+
+    def _error(self, problem: str) -> PluginError:
+        return PluginError(f"{self.kind} {self.name!r} from plugin '{self.plugin}' "
+                           f"({self.distribution} {self.version}): {problem}")
 
     def describe(self) -> dict[str, str]:
         return {"kind": self.kind, "name": self.name, "plugin": self.plugin, "distribution": self.distribution,
@@ -100,14 +197,20 @@ class Registry:
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
+    def conflict(self, name: str) -> str | None:
+        """Why ``name`` is ambiguous (every provider, and the fix), or None when it is not."""
+        if name not in self._ambiguous:
+            return None
+        providers = ", ".join(f"'{e.plugin}' ({e.distribution} {e.version})" for e in self._ambiguous[name])
+        return (f"{self.kind} '{name}' is registered by several plugins: {providers}; disable one with "
+                "DIFFFLOW_DISABLE_PLUGINS")
+
     def entry(self, name: str) -> Entry:
         """The entry named ``name``; unknown or ambiguous names raise with what is available."""
         self._ensure_loaded()
-        if name in self._ambiguous:
-            providers = ", ".join(f"'{e.plugin}' ({e.distribution} {e.version})" for e in self._ambiguous[name])
-            raise ConflictError(
-                f"{self.kind} '{name}' is registered by several plugins: {providers}; disable one with "
-                "DIFFFLOW_DISABLE_PLUGINS")
+        conflict = self.conflict(name)
+        if conflict is not None:
+            raise ConflictError(conflict)
         try:
             return self._entries[name]
         except KeyError:
@@ -131,6 +234,12 @@ class Registry:
             raise ConfigError(f"{self.kind} '{name}' is not constructible (got {type(target).__name__})")
         check_params(f"{self.kind} '{name}'", target, params)
         return target(**params)
+
+
+def _shown(value: Any) -> str:
+    """``value`` for an error message: its repr (shortened) and its type."""
+    text = repr(value)
+    return f"{text if len(text) <= 60 else text[:57] + '...'} ({type(value).__name__})"
 
 
 def check_params(what: str, target: Callable, params: dict[str, Any]) -> None:

@@ -1,26 +1,25 @@
-"""The plugin system (DESIGN §4) against fake installed distributions.
+"""The plugin system (DESIGN §4) against fake installed distributions (see ``fakeplugins``).
 
-Each fake plugin is a hand-written ``*.dist-info`` (METADATA + entry_points.txt) plus a module, in a temporary
-directory put on ``sys.path``; ``importlib.metadata`` reads ``sys.path`` when called, so the plugin manager finds
-them exactly as it finds pip-installed ones. ``DIFFFLOW_LOAD_PLUGINS`` restricts loading to the fakes (and the
-solvers where needed) so that other installed plugins cannot influence these tests.
+``DIFFFLOW_LOAD_PLUGINS`` restricts loading to the fakes (and the solvers where needed) so that other installed
+plugins cannot influence these tests.
 """
 from __future__ import annotations
 
-import itertools
 import subprocess
 import sys
 import textwrap
 import types
 import warnings
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 
 from diffflow_core import ConflictError, Flow, PluginError, UnknownComponentError, hookimpl, hookspecs
 from diffflow_core.registry import Registry
 
-_COUNTER = itertools.count()
+sys.path.insert(0, str(Path(__file__).parent))
+from fakeplugins import fake_dist, only  # noqa: E402,F401 - fake_dist is a fixture
 
 GOOD = """
 from diffflow_core import hookimpl
@@ -50,43 +49,15 @@ class FakeSolver(Solver):
 '''
 
 
-@pytest.fixture
-def fake_dist(tmp_path, monkeypatch):
-    """``install(entry_name, source, dist=..., impl=...)`` writes a fake distribution and returns its module name."""
-
-    def install(entry_name: str, source: str, *, dist: str | None = None, version: str = "1.2.3",
-                impl: str | None = None) -> str:
-        module = f"fake_diffflow_plugin_{next(_COUNTER)}"
-        dist = dist or f"diffflow-fake-{entry_name}"
-        root = tmp_path / module
-        info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
-        info.mkdir(parents=True)
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-        (info / "entry_points.txt").write_text(f"[diffflow]\n{entry_name} = {module}\n")
-        (root / f"{module}.py").write_text(textwrap.dedent(source.format(module=module)))
-        if impl is not None:
-            (root / f"{module}_impl.py").write_text(textwrap.dedent(impl))
-        monkeypatch.syspath_prepend(str(root))
-        return module
-
-    return install
-
-
-def only(monkeypatch, *names: str) -> None:
-    monkeypatch.setenv("DIFFFLOW_LOAD_PLUGINS", ",".join(names))
-    monkeypatch.delenv("DIFFFLOW_DISABLE_PLUGINS", raising=False)
-    monkeypatch.delenv("DIFFFLOW_STRICT_PLUGINS", raising=False)
-
-
 def test_importlib_metadata_sees_a_fake_distribution(fake_dist):
-    module = fake_dist("good", GOOD, impl=GOOD_IMPL)
+    module = fake_dist("good", GOOD, impl=GOOD_IMPL).module
     found = {ep.name: ep for ep in metadata.entry_points(group="diffflow")}
     assert found["good"].value == module
     assert found["good"].dist.name == "diffflow-fake-good" and found["good"].dist.version == "1.2.3"
 
 
 def test_good_plugin_is_active_with_provenance_and_lazy_targets(fresh_plugins, fake_dist, monkeypatch):
-    module = fake_dist("good", GOOD, impl=GOOD_IMPL)
+    module = fake_dist("good", GOOD, impl=GOOD_IMPL).module
     only(monkeypatch, "good")
     flows = fresh_plugins.registry("flows")
     info = fresh_plugins.manager().plugins["good"]
@@ -149,9 +120,9 @@ def test_unknown_hook_name_fails_the_plugin(fresh_plugins, fake_dist, monkeypatc
 
 
 def test_disabled_plugin_is_listed_but_not_imported(fresh_plugins, fake_dist, monkeypatch):
-    module = fake_dist("good", GOOD, impl=GOOD_IMPL)
+    module = fake_dist("good", GOOD, impl=GOOD_IMPL).module
     only(monkeypatch, "good")
-    monkeypatch.setenv("DIFFFLOW_DISABLE_PLUGINS", "other, good")
+    monkeypatch.setenv("DIFFFLOW_DISABLE_PLUGINS", "solvers, good")
     assert "fake-flow" not in fresh_plugins.registry("flows")
     assert fresh_plugins.manager().plugins["good"].status == "disabled"
     assert module not in sys.modules
@@ -172,7 +143,10 @@ def test_two_third_party_plugins_with_one_name_raise_naming_both(fresh_plugins, 
     fake_dist("alpha", GOOD, impl=GOOD_IMPL, dist="diffflow-alpha", version="0.1")
     fake_dist("beta", GOOD, impl=GOOD_IMPL, dist="diffflow-beta", version="0.2")
     only(monkeypatch, "alpha", "beta")
-    flows = fresh_plugins.registry("flows")
+    with pytest.warns(UserWarning, match=r"plugin 'beta': flows 'fake-flow' is registered by several plugins: "
+                                         r"'alpha' \(diffflow-alpha 0.1\), 'beta' \(diffflow-beta 0.2\)"):
+        flows = fresh_plugins.registry("flows")  # reported at load, not only when used
+    assert "registered by several plugins" in fresh_plugins.manager().plugins["beta"].error
     with pytest.raises(ConflictError) as err:
         flows.get("fake-flow")
     message = str(err.value)
@@ -182,6 +156,11 @@ def test_two_third_party_plugins_with_one_name_raise_naming_both(fresh_plugins, 
     monkeypatch.setenv("DIFFFLOW_DISABLE_PLUGINS", "beta")  # the advertised fix works
     fresh_plugins.reset()
     assert fresh_plugins.registry("flows").entry("fake-flow").plugin == "alpha"
+    monkeypatch.delenv("DIFFFLOW_DISABLE_PLUGINS")
+    monkeypatch.setenv("DIFFFLOW_STRICT_PLUGINS", "1")  # strict mode: the clash is fatal at load
+    fresh_plugins.reset()
+    with pytest.raises(PluginError, match="flows 'fake-flow' is registered by several plugins: 'alpha'.*'beta'"):
+        fresh_plugins.registry("solvers")
 
 
 def test_a_builtin_is_never_shadowed(fresh_plugins, fake_dist, monkeypatch):
@@ -222,30 +201,48 @@ def test_a_first_party_name_taken_earlier_by_a_third_party_is_reclaimed_loudly(f
     assert info.components == 0 and "dropped" in info.error
 
 
-def test_one_plugin_name_from_two_distributions_warns(fresh_plugins, fake_dist, monkeypatch):
+def test_one_plugin_name_from_two_distributions_loads_the_first_and_refuses_the_other(fresh_plugins, fake_dist,
+                                                                                      monkeypatch):
     fake_dist("twin", GOOD, impl=GOOD_IMPL, dist="diffflow-twin-one")
     fake_dist("twin", GOOD, impl=GOOD_IMPL, dist="diffflow-twin-two")  # prepended: first on sys.path
     only(monkeypatch, "twin")
-    with pytest.warns(UserWarning, match="'twin' is declared by diffflow-twin-two and diffflow-twin-one"):
+    with pytest.warns(UserWarning, match=r"plugin 'twin' \(diffflow-twin-one 1.2.3\) was refused: the plugin name "
+                                         "'twin' is also declared by diffflow-twin-two, which comes first"):
         fresh_plugins.registry("flows")
     assert fresh_plugins.manager().plugins["twin"].distribution == "diffflow-twin-two"
+    listed = [(i.name, i.distribution, i.status) for i in fresh_plugins.manager().infos() if i.name == "twin"]
+    assert listed == [("twin", "diffflow-twin-two", "active"), ("twin", "diffflow-twin-one", "refused")]
 
 
-@pytest.mark.parametrize("case", ["import", "hook", "shadow"])
+@pytest.mark.parametrize("case", ["import", "exit", "hook", "shadow", "invalid"])
 def test_strict_mode_makes_plugin_failures_fatal(fresh_plugins, fake_dist, monkeypatch, case):
+    hook = "from diffflow_core import hookimpl\n@hookimpl\ndef register_{}(register):\n    {}\n"
     source = {"import": "raise ImportError('cannot import this')\n",
-              "hook": "from diffflow_core import hookimpl\n@hookimpl\ndef register_flows(register):\n"
-                      "    raise ValueError('bad hook')\n",
-              "shadow": "from diffflow_core import hookimpl\n@hookimpl\ndef register_smoothers(register):\n"
-                        "    register('identity', 'os:getcwd')\n"}[case]
+              "exit": "import sys\nsys.exit(3)\n",
+              "hook": hook.format("flows", "raise ValueError('bad hook')"),
+              "shadow": hook.format("smoothers", "register('identity', 'os:getcwd')"),
+              "invalid": hook.format("flows", "register('answer', 42)")}[case]
     fake_dist("strict", source)
     only(monkeypatch, "strict")
     monkeypatch.setenv("DIFFFLOW_STRICT_PLUGINS", "1")
     with pytest.raises(PluginError, match="plugin 'strict'"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("error")  # strict mode reports through the error, not twice
         fresh_plugins.registry("flows")
     with pytest.raises(PluginError, match="plugin 'strict'"):  # no partial registry afterwards either
         fresh_plugins.registry("solvers")
+
+
+def test_strict_mode_reports_every_problem_at_once(fresh_plugins, fake_dist, monkeypatch):
+    fake_dist("broken", "import no_such_module_anywhere\n")
+    fake_dist("exits", "raise SystemExit(4)\n")
+    fake_dist("good", GOOD, impl=GOOD_IMPL)
+    only(monkeypatch, "broken", "exits", "good")
+    monkeypatch.setenv("DIFFFLOW_STRICT_PLUGINS", "yes")
+    with pytest.raises(PluginError) as err:
+        fresh_plugins.registry("flows")
+    assert "plugin 'broken'" in str(err.value) and "plugin 'exits'" in str(err.value)
+    statuses = {i.name: i.status for i in fresh_plugins.manager().infos()}  # the listing survives strict mode
+    assert (statuses["broken"], statuses["exits"], statuses["good"]) == ("failed", "failed", "active")
 
 
 def test_unknown_name_suggests_lists_and_names_failed_plugins(fresh_plugins, fake_dist, monkeypatch):
@@ -263,7 +260,7 @@ def test_unknown_name_suggests_lists_and_names_failed_plugins(fresh_plugins, fak
 
 
 def test_programmatic_registration(fresh_plugins, monkeypatch):
-    only(monkeypatch, "none")
+    only(monkeypatch)
 
     class Local(Flow):
         """A notebook flow."""
@@ -294,7 +291,7 @@ def test_programmatic_registration(fresh_plugins, monkeypatch):
 
 
 def test_every_kind_has_a_hook_a_registry_and_receives_components(fresh_plugins, monkeypatch):
-    only(monkeypatch, "none")
+    only(monkeypatch)
     hooks = {}
     for kind in hookspecs.KINDS:
         assert callable(getattr(hookspecs, f"register_{kind}")), f"kind {kind} has no hookspec"

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import sys
+import threading
 
 import pytest
 
-from diffflow_core import ConfigError, ConflictError, UnknownComponentError
-from diffflow_core.registry import Entry, Registry, check_params
+from diffflow_core import ConfigError, ConflictError, PluginError, UnknownComponentError
+from diffflow_core.registry import Entry, Registry, check_params, guarded
 
 
 def make(failed: list[str] | None = None) -> Registry:
@@ -54,12 +55,96 @@ def test_lazy_target_resolves_dotted_attributes_once():
     assert reg.entry("path-join").target is os.path.join  # resolved target is cached
 
 
-def test_missing_lazy_target_fails_when_used_not_when_registered():
+def test_missing_lazy_target_fails_when_used_naming_component_target_and_provider():
     reg = make()
     reg.add(entry("ghost", "no_such_module_xyz:Thing"))
     assert "no_such_module_xyz" not in sys.modules and "ghost" in reg
-    with pytest.raises(ModuleNotFoundError):
+    with pytest.raises(PluginError, match=r"^solvers 'ghost' from plugin 'p' \(dist-p 1.0\): cannot import target "
+                                          r"'no_such_module_xyz:Thing': ModuleNotFoundError"):
         reg.get("ghost")
+
+
+@pytest.mark.parametrize("kind, target, problem", [
+    ("solvers", 42, "target 42 (int) is not a class or a callable factory or a lazy 'module:attr' string"),
+    ("solvers", None, "target None (NoneType) is not a class"),
+    ("solvers", [Thing], "is not a class or a callable factory"),
+    ("solvers", {"a": 1}, "target {'a': 1} (dict) is not a class"),
+    ("solvers", "Thing", "target 'Thing' is not a lazy 'module:attr' string"),
+    ("solvers", "os:", "target 'os:' is not a lazy"),
+    ("solvers", "os path:join", "is not a lazy"),
+    ("presets", 5, "target 5 (int) is not a mapping (a model config) or a lazy 'module:attr' string"),
+    ("presets", "edm", "target 'edm' is not a lazy 'module:attr' string"),
+    ("presets", Thing, "is not a mapping"),
+])
+def test_invalid_targets_are_refused_at_registration(kind, target, problem):
+    bad = Entry(kind, "bad", target, "p", "dist-p", "1.0")
+    with pytest.raises(PluginError, match=f"^{kind} 'bad' from plugin 'p' \\(dist-p 1.0\\): "):
+        bad.check(resolve=False)
+    with pytest.raises(PluginError) as err:
+        bad.check(resolve=True)
+    assert problem in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["", "  ", 42, None])
+def test_a_name_must_be_a_non_empty_string(name):
+    with pytest.raises(PluginError, match="the name must be a non-empty string"):
+        entry(name, Thing).check(resolve=False)
+
+
+def test_valid_targets_pass_and_lazy_ones_are_imported_only_when_resolving():
+    for kind, target in [("solvers", Thing), ("solvers", len), ("grids", lambda steps: steps), ("presets", {}),
+                         ("presets", "collections:OrderedDict.fromkeys"), ("solvers", "no_such_module_xyz:Thing")]:
+        Entry(kind, "ok", target, "p", "dist-p", "1.0").check(resolve=False)
+    assert "no_such_module_xyz" not in sys.modules
+    with pytest.raises(PluginError, match="cannot import target 'no_such_module_xyz:Thing'"):
+        entry("ghost", "no_such_module_xyz:Thing").check(resolve=True)
+    resolved = Entry("presets", "od", "collections:OrderedDict", "p", "dist-p", "1.0")
+    with pytest.raises(PluginError, match=r"target 'collections:OrderedDict' is <class 'collections.OrderedDict'> "
+                                          r"\(type\), not a mapping"):
+        resolved.check(resolve=True)
+
+
+def test_a_lazy_preset_that_is_not_a_mapping_fails_when_used_not_as_a_traceback_later():
+    """``diffflow presets badpreset`` used to print ``5``: the resolved object is checked for its kind."""
+    reg = Registry("presets", lambda: None, lambda: [])
+    reg.add(Entry("presets", "five", "math:pi", "p", "dist-p", "1.0"))
+    with pytest.raises(PluginError, match=r"presets 'five' .*target 'math:pi' is 3.14.* \(float\), not a mapping"):
+        reg.get("five")
+    assert isinstance(reg.entry("five").target, str), "a refused object is not cached as the component"
+
+
+def test_guarded_catches_every_exit_but_keyboard_interrupt_and_routes_prints_to_stderr(capsys):
+    assert guarded(lambda: 7) == (7, None)
+    for exc in (SystemExit(3), GeneratorExit(), ValueError("v")):
+        def fail(exc=exc):
+            raise exc
+        assert guarded(fail) == (None, exc)
+    with pytest.raises(KeyboardInterrupt):
+        guarded(lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
+    stdout = sys.stdout
+    guarded(lambda: print("from a plugin"))
+    assert sys.stdout is stdout
+    assert capsys.readouterr() == ("", "from a plugin\n")
+
+
+def test_redirection_survives_overlapping_threads():
+    """Two threads in plugin code at once must leave stdout as it was (redirect_stdout alone does not)."""
+    stdout, inside, release = sys.stdout, threading.Barrier(2), threading.Event()
+
+    def hold():
+        inside.wait()
+        release.wait(5)
+
+    second = threading.Thread(target=guarded, args=(hold,))
+
+    def enter_first_and_leave_first():
+        second.start()
+        inside.wait()  # the second thread is inside too
+
+    guarded(enter_first_and_leave_first)
+    release.set()
+    second.join()
+    assert sys.stdout is stdout
 
 
 def test_unknown_names_list_everything_and_failures():

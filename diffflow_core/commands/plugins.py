@@ -1,4 +1,8 @@
-"""``diffflow plugins [--json]``: every plugin with distribution, version, status, hooks and error."""
+"""``diffflow plugins [--json]``: every plugin with distribution, version, status, hooks and error.
+
+Under ``DIFFFLOW_STRICT_PLUGINS`` the listing is printed in full first (it is the diagnosis), then the command
+fails with the strict-mode error.
+"""
 from __future__ import annotations
 
 import json
@@ -13,10 +17,17 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from diffflow_core.plugins import manager
 
-    infos = manager().infos()
+    mgr = manager()
+    infos = mgr.infos()
     if args.json:
         print(json.dumps([i.as_dict() for i in infos], indent=2))
-        return 0
+    else:
+        _print_table(infos)
+    mgr.load()  # strict mode: the listing is out, now the error (diffflow: error: ..., exit 2)
+    return 0
+
+
+def _print_table(infos) -> None:
     rows = [("plugin", "distribution", "version", "status", "components", "hooks")]
     rows += [(i.name, i.distribution, i.version, i.status, str(i.components),
               ",".join(h.removeprefix("register_") for h in i.hooks)) for i in infos]
@@ -24,7 +35,6 @@ def run(args) -> int:
     for info in infos:
         if info.error:
             print(f"\n{info.name}: {info.error}")
-    return 0
 
 
 def _table(rows: list[tuple[str, ...]]) -> str:
