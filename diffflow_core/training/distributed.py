@@ -3,16 +3,55 @@
 Each rank trains on its own shard of the data with its own random stream; after every backward pass the
 gradients (and the loss, for logging) are averaged across ranks in one flat all-reduce, so every rank takes
 the same optimiser step and the parameters stay identical. Rank 0 alone writes logs and checkpoints.
+
+Timeouts: a rank waits at most ``DIFFFLOW_DDP_TIMEOUT`` seconds (default :data:`DEFAULT_TIMEOUT`, 5 minutes,
+instead of gloo's 30) in a collective for the others. Before each collective every rank records how many it
+has entered in the rendezvous store, so the rank that gives up can name the ranks that stopped answering
+(:class:`CollectiveTimeout`). The timeout must exceed the longest time one rank works alone: rank 0's
+evaluation (``eval_every``) and checkpoint writes.
 """
 from __future__ import annotations
 
+import datetime
+import functools
+import math
 import os
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["DistContext"]
+from diffflow_core.errors import ConfigError, DiffflowError
+
+__all__ = ["DistContext", "CollectiveTimeout", "collective_timeout", "is_main_process"]
+
+#: Seconds a rank waits for the others in a collective unless ``DIFFFLOW_DDP_TIMEOUT`` says otherwise.
+DEFAULT_TIMEOUT = 300.0
+TIMEOUT_VARIABLE = "DIFFFLOW_DDP_TIMEOUT"
+T = TypeVar("T")
+
+
+class CollectiveTimeout(DiffflowError, RuntimeError):
+    """A rank waited longer than the collective timeout for the others (one stalled, hung or died)."""
+
+
+def collective_timeout() -> float:
+    """The collective timeout in seconds: ``DIFFFLOW_DDP_TIMEOUT`` (a positive number) or the default."""
+    raw = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise ConfigError(f"{TIMEOUT_VARIABLE}: expected a positive number of seconds, got {raw!r}")
+    return seconds
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 of a ``torchrun`` launch (or not launched by it): the one that reports."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 class DistContext:
@@ -23,10 +62,17 @@ class DistContext:
 
         self.dist = dist
         world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.owns_group = False
+        self.owns_group, self.store, self.entered = False, None, 0
         if world > 1 and dist.is_available() and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() else "gloo"
-            dist.init_process_group(backend=backend)
+            self.timeout = collective_timeout()
+            timeout = datetime.timedelta(seconds=self.timeout)
+            rank = int(os.environ["RANK"])
+            store, _, _ = next(dist.rendezvous("env://", rank, world, timeout=timeout))
+            dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world, timeout=timeout)
+            # one counter per rank and group; a later group in the same launch (a second fit) gets new keys
+            generation = (store.add("diffflow/joined", 1) - 1) // world
+            self.store = dist.PrefixStore(f"diffflow/{generation}/", store)
             self.owns_group = True
         self.enabled = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         self.rank = dist.get_rank() if self.enabled else 0
@@ -44,13 +90,43 @@ class DistContext:
             return torch.device("cuda", local)
         return default
 
+    def _collective(self, name: str, op: Callable[[], T]) -> T:
+        """Run the collective ``op`` after recording that this rank entered it; a timeout in it becomes a
+        :class:`CollectiveTimeout` naming the ranks that never arrived (on groups this context created)."""
+        self.entered += 1
+        if self.store is not None:
+            self.store.set(str(self.rank), str(self.entered))
+        try:
+            return op()
+        except RuntimeError as exc:
+            if self.store is None or "timed out" not in str(exc).lower():
+                raise
+            raise CollectiveTimeout(f"distributed: rank {self.rank} waited {self.timeout:g} s in {name} (collective "
+                                    f"#{self.entered}) and gave up: {self._absent()}; if a rank is only slow "
+                                    f"(evaluation, checkpoint writes), raise {TIMEOUT_VARIABLE} (seconds, "
+                                    f"default {DEFAULT_TIMEOUT:g})") from None
+
+    def _absent(self) -> str:
+        """Which ranks have not entered the collective this rank is in, from the counts in the store."""
+        behind = []
+        try:
+            for rank in range(self.world):
+                count = int(self.store.get(str(rank))) if self.store.check([str(rank)]) else 0
+                if count < self.entered:
+                    behind.append(f"rank {rank} (stopped at collective #{count})")
+        except Exception as exc:  # noqa: BLE001 - the store may be gone with the launcher
+            return f"the other ranks could not be asked ({type(exc).__name__}: {exc})"
+        if not behind:
+            return "every rank entered it, so one died or the network failed inside it"
+        return ", ".join(behind) + " stopped answering"
+
     def broadcast_module(self, module: nn.Module) -> None:
         """Make every rank start from rank 0's weights and buffers."""
         if not self.enabled:
             return
         with torch.no_grad():
             for tensor in module.state_dict().values():
-                self.dist.broadcast(tensor, src=0)
+                self._collective("broadcast", functools.partial(self.dist.broadcast, tensor, src=0))
 
     def average(self, parameters: list[nn.Parameter], loss: Tensor) -> Tensor:
         """Average the gradients of ``parameters`` and ``loss`` over ranks in one flat all-reduce."""
@@ -58,7 +134,7 @@ class DistContext:
             return loss
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
         flat = torch.cat([g.reshape(-1) for g in grads] + [loss.detach().reshape(1).to(grads[0].dtype)])
-        self.dist.all_reduce(flat)
+        self._collective("all-reduce", lambda: self.dist.all_reduce(flat))
         flat /= self.world
         offset = 0
         for p, g in zip(parameters, grads):
@@ -75,12 +151,12 @@ class DistContext:
         if not self.enabled:
             return [obj]
         out: list[Any] = [None] * self.world
-        self.dist.all_gather_object(out, obj)
+        self._collective("all-gather", lambda: self.dist.all_gather_object(out, obj))
         return out
 
     def barrier(self) -> None:
         if self.enabled:
-            self.dist.barrier()
+            self._collective("barrier", self.dist.barrier)
 
     def close(self) -> None:
         if self.owns_group:
