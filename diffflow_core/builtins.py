@@ -54,6 +54,8 @@ def register_metrics(register):
              "Sliced W2 over random 1-D projections")
     register("mmd", "diffflow_core.metrics.two_sample:mmd", "Unbiased MMD^2, multi-bandwidth Gaussian kernel")
     register("energy", "diffflow_core.metrics.two_sample:energy_distance", "Energy distance")
+    register("distances", "diffflow_core.metrics.distances:data_distances",
+             "Sliced W2, MMD^2 and energy distance to the data, each with its data-vs-data floor (any dimension)")
     register("mode-coverage", "diffflow_core.metrics.mixture:mode_coverage",
              "Share of samples per mixture mode vs the true weights")
     register("log-density", "diffflow_core.metrics.mixture:log_density",

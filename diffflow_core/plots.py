@@ -3,8 +3,9 @@
 * :func:`snapshots` - a row of panels of the particles at chosen times with the flow's drift arrows and an
   optional background (a density, a discriminator), as GPM's Figures 8-12;
 * :func:`animate` - an animated GIF of a trajectory (Pillow writer);
-* :func:`scatter` - samples over the data; :func:`image_grid` - a grid of images; :func:`curve` - a metric
-  against training step (several named series, optional reference line such as a W2 floor).
+* :func:`scatter` - samples over the data; :func:`pairs` - pairwise projections of the first coordinates of
+  data in any dimension; :func:`image_grid` - a grid of images; :func:`curve` - a metric against training step
+  (several named series, optional reference line such as a W2 floor).
 
 Every function writes ``path`` (parent folders are created), closes its figure and returns the path.
 Trajectories are ``[T, N, 2]`` tensors (``Samples.trajectory``) or lists of ``[N, 2]`` tensors.
@@ -20,7 +21,7 @@ from torch import Tensor
 
 from diffflow_core.errors import ConfigError
 
-__all__ = ["snapshots", "animate", "scatter", "image_grid", "curve"]
+__all__ = ["snapshots", "animate", "scatter", "pairs", "image_grid", "curve"]
 
 _DATA_STYLE = {"s": 2, "c": "0.7", "alpha": 0.4, "linewidths": 0}
 _PARTICLE_STYLE = {"s": 3, "c": "tab:blue", "alpha": 0.7, "linewidths": 0}
@@ -198,25 +199,86 @@ def scatter(samples, path, data=None, limits: tuple[float, float] | None = None,
 
 def image_grid(images, path, nrow: int | None = None, value_range: tuple[float, float] = (-1.0, 1.0),
                title: str | None = None) -> Path:
-    """A grid of grey-scale images ``[N, 1, H, W]`` (or ``[N, H, W]``) shown over ``value_range``."""
+    """A grid of images ``[N, C, H, W]`` (C = 1 grey or 3 colour) or ``[N, H, W]``, shown over ``value_range``."""
     images = torch.as_tensor(getattr(images, "x", images)).detach().cpu().float()
-    if images.ndim == 4 and images.shape[1] == 1:
-        images = images[:, 0]
-    if images.ndim != 3 or images.shape[0] < 1:
-        raise ConfigError(f"images: expected [N, 1, H, W] or [N, H, W] grey-scale images, got {tuple(images.shape)}")
-    n, h, w = images.shape
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4 or images.shape[1] not in (1, 3) or images.shape[0] < 1:
+        raise ConfigError(f"images: expected [N, 1 or 3, H, W] or [N, H, W] images, got {tuple(images.shape)}")
+    low, high = value_range
+    images = ((images - low) / (high - low)).clamp(0, 1).permute(0, 2, 3, 1)  # [N, H, W, C] in [0, 1]
+    n, h, w, c = images.shape
     nrow = nrow or int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / nrow))
-    canvas = torch.full((rows * (h + 1) + 1, nrow * (w + 1) + 1), value_range[0])
+    canvas = torch.zeros((rows * (h + 1) + 1, nrow * (w + 1) + 1, c))
     for k in range(n):
-        r, c = divmod(k, nrow)
-        canvas[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = images[k]
+        r, col = divmod(k, nrow)
+        canvas[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + col * (w + 1):1 + col * (w + 1) + w] = images[k]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(0.5 * nrow + 0.5, 0.5 * rows + 0.5))
-    ax.imshow(canvas.numpy(), cmap="gray", vmin=value_range[0], vmax=value_range[1], interpolation="nearest")
+    picture = canvas[..., 0] if c == 1 else canvas
+    ax.imshow(picture.numpy(), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.axis("off")
     if title:
         ax.set_title(title)
+    return _save(fig, path)
+
+
+def _rows(x, what: str) -> Tensor:
+    x = torch.as_tensor(getattr(x, "x", x)).detach().cpu().double()
+    if x.ndim < 2 or x.shape[0] < 1:
+        raise ConfigError(f"{what}: expected an array [N, ...] with N >= 1, got shape {tuple(x.shape)}")
+    return x.reshape(x.shape[0], -1)
+
+
+def _span(*columns: Tensor) -> tuple[float, float]:
+    """Axis limits holding the 0.5%-99.5% quantiles of the columns, with a margin (as :func:`_limits`)."""
+    stacked = torch.cat(columns)
+    low, high = torch.quantile(stacked, 0.005).item(), torch.quantile(stacked, 0.995).item()
+    margin = 0.1 * (high - low) + 1e-6
+    return low - margin, high + margin
+
+
+def pairs(samples, path, data=None, dims: int = 4, title: str | None = None) -> Path:
+    """Pairwise projections of the first ``dims`` coordinates: samples (blue) over the data (grey).
+
+    A ``dims x dims`` scatter matrix of coordinate ``j`` against ``i`` off the diagonal and the marginal
+    histograms on it, so data in any dimension get a picture; rows of any shape are flattened.
+    """
+    if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1:
+        raise ConfigError(f"dims: expected an integer >= 1, got {dims!r}")
+    x = _rows(samples, "samples")
+    reference = None if data is None else _rows(getattr(data, "train", data)[:5000], "data")
+    if reference is not None and reference.shape[1] != x.shape[1]:
+        raise ConfigError(f"data: rows have {reference.shape[1]} coordinates but the samples have {x.shape[1]}")
+    k = min(dims, x.shape[1])
+    clouds = [c for c in (x, reference) if c is not None]
+    spans = [_span(*(c[:, i] for c in clouds)) for i in range(k)]
+    plt = _pyplot()
+    fig, axes = plt.subplots(k, k, figsize=(2.2 * k + 0.4, 2.2 * k + 0.4), squeeze=False)
+    for i in range(k):
+        for j in range(k):
+            ax = axes[i][j]
+            if i == j:
+                bins = np.linspace(*spans[i], 40)
+                if reference is not None:
+                    ax.hist(reference[:, i].numpy(), bins, density=True, color="0.75", label="data")
+                ax.hist(x[:, i].numpy(), bins, density=True, histtype="step", color="tab:blue", label="samples")
+            else:
+                if reference is not None:
+                    ax.scatter(reference[:, j], reference[:, i], **_DATA_STYLE)
+                ax.scatter(x[:, j], x[:, i], **_PARTICLE_STYLE)
+                ax.set_ylim(*spans[i])
+            ax.set_xlim(*spans[j])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == k - 1:
+                ax.set_xlabel(f"x[{j}]", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(f"x[{i}]", fontsize=8)
+    axes[0][0].legend(loc="upper right", fontsize=7)
+    coordinates = f"the first {k} of {x.shape[1]} coordinates"
+    fig.suptitle(f"{title}: {coordinates}" if title else coordinates)
     return _save(fig, path)
 
 

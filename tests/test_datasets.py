@@ -202,28 +202,100 @@ def test_mnist_is_optional():
         assert data.event_shape == (1, 28, 28) and data.num_classes == 10
 
 
-def test_user_arrays_tensors_and_npy_files(tmp_path):
+def test_user_arrays_tensors_and_npy_files(tmp_path, monkeypatch):
     array = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float64)
     from_array, from_tensor = load_dataset(array), load_dataset(torch.from_numpy(array))
     assert from_array.event_shape == (3,) and torch.equal(from_array.train, from_tensor.train)
     np.save(tmp_path / "points.npy", array)
-    from_file = load_dataset(str(tmp_path / "points.npy"))
+    monkeypatch.chdir(tmp_path)
+    from_file = load_dataset("points.npy")  # a relative path is recorded absolutely
     assert from_file.name == "points" and torch.equal(from_file.train, from_array.train)
+    assert from_file.path == str(tmp_path / "points.npy") and from_array.path is None
     assert from_file.sample(10, torch.Generator().manual_seed(0)).shape == (10, 3)
 
 
-def test_bad_user_data_gets_clear_errors(tmp_path):
-    bad = np.zeros((10, 2))
-    bad[3, 1] = np.nan
-    with pytest.raises(ConfigError, match="non-finite"):
-        load_dataset(bad)
-    with pytest.raises(ConfigError, match="shape"):
-        load_dataset(np.zeros(10))
-    with pytest.raises(ConfigError, match="does not exist"):
-        load_dataset(str(tmp_path / "missing.npy"))
-    np.save(tmp_path / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
-    with pytest.raises(ConfigError, match="cannot read"):
-        load_dataset(str(tmp_path / "objects.npy"))
+def test_user_data_hold_out_a_seeded_disjoint_test_split():
+    rows = np.arange(200, dtype=np.float64)[:, None] * np.array([[1.0, -1.0]])  # row i is (i, -i): traceable
+    data = load_dataset(rows)
+    train, test = data.train[:, 0].long(), data.test[:, 0].long()
+    assert (data.train.shape[0], data.test.shape[0]) == (180, 20)
+    assert sorted(train.tolist() + test.tolist()) == list(range(200))  # disjoint, nothing lost
+    assert torch.equal(train, train.sort().values) and torch.equal(test, test.sort().values)  # file order kept
+    assert torch.equal(load_dataset(rows).test, data.test)  # deterministic
+    assert not torch.equal(load_dataset(rows, seed=1).test, data.test)
+    assert data.describe() == {"name": "array", "train": 180, "test": 20, "split": "held out 10% (20 rows, seed 0)"}
+    assert load_dataset({"name": rows, "test_fraction": 0.25}).test.shape[0] == 50
+    whole = load_dataset(rows, test_fraction=0)
+    assert whole.test is whole.train and whole.split == "none (test_fraction = 0): test = train"
+    tiny = load_dataset(rows[:12])  # 10% of 12 rows is 1: too few to hold out
+    assert tiny.test is tiny.train and "12 rows are too few" in tiny.split
+    for params, field in (({"test_fraction": 1.0}, "test_fraction"), ({"seed": "a"}, "seed"),
+                          ({"n_train": 5}, "n_train")):
+        with pytest.raises(ConfigError, match=f"data.{field}"):
+            load_dataset(rows, **params)
+
+
+def test_small_user_data_round_trip_through_their_state():
     from diffflow_core.data import Dataset
+
+    data = load_dataset(np.random.default_rng(1).normal(size=(40, 2)))
+    again = Dataset.from_state(data.state())
+    assert torch.equal(again.train, data.train) and torch.equal(again.test, data.test)
+    assert again.split == data.split and again.describe() == data.describe()
+    whole = Dataset.from_state(load_dataset(data.train, test_fraction=0).state())
+    assert whole.test is whole.train
+    assert load_dataset("ring5", n_train=10, n_test=10).state() is None  # registered data rebuild by name
+    assert load_dataset(np.random.default_rng(1).normal(size=(300_000, 16))).state() is None  # 19 MB: too big
+
+
+def _write_header(path, shape, descr="<f8", payload=b""):
+    with open(path, "wb") as fp:
+        np.lib.format.write_array_header_1_0(fp, {"descr": descr, "fortran_order": False, "shape": shape})
+        fp.write(payload)
+
+
+def _bad_files(folder):
+    """(file, the words its error must contain) for each kind of bad .npy file."""
+    np.savez(folder / "archive.npz", a=np.zeros((4, 2)))
+    (folder / "archive.npz").rename(folder / "renamed.npy")
+    (folder / "text.npy").write_text("1.0 2.0\n3.0 4.0\n")
+    (folder / "empty.npy").write_bytes(b"")
+    _write_header(folder / "huge.npy", (1_000_000, 100_000), payload=bytes(64))
+    np.save(folder / "strings.npy", np.array([["a", "b"], ["c", "d"]]))
+    np.save(folder / "records.npy", np.zeros(4, dtype=[("x", "f4"), ("y", "f4")]))
+    np.save(folder / "complex.npy", np.ones((10, 2)) * (1 + 2j))
+    np.save(folder / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    np.save(folder / "constant.npy", np.ones((10, 2)))
+    np.save(folder / "huge_values.npy", 1e30 * np.random.default_rng(0).normal(size=(10, 2)))
+    np.save(folder / "overflow.npy", 1e39 * np.random.default_rng(0).normal(size=(10, 2)))
+    (folder / "folder.npy").mkdir()
+    return {"renamed.npy": ".npz archive", "text.npy": "not a .npy file", "empty.npy": "empty (0 bytes)",
+            "huge.npy": "745.1 GiB", "strings.npy": "text (dtype <U1); expected numbers",
+            "records.npy": "structured dtype with fields ['x', 'y']", "complex.npy": "complex values",
+            "objects.npy": "Python objects", "constant.npy": "all 10 training rows are identical",
+            "huge_values.npy": "standardise", "overflow.npy": "values reach", "folder.npy": "is not a file",
+            "missing.npy": "does not exist"}
+
+
+def test_bad_npy_files_get_one_line_errors_naming_the_file_before_any_allocation(tmp_path):
+    for name, words in _bad_files(tmp_path).items():
+        with pytest.raises(ConfigError) as error:
+            load_dataset(str(tmp_path / name))
+        message = str(error.value)
+        assert words in message and str(tmp_path / name) in message and "\n" not in message, (name, message)
+
+
+def test_bad_arrays_get_clear_errors():
+    from diffflow_core.data import Dataset
+
+    bad = np.random.default_rng(0).normal(size=(10, 2))
+    bad[3, 1] = np.nan
+    cases = [(bad, "non-finite"), (np.zeros(10), "shape"), (np.ones((10, 3)), "identical"),
+             (np.ones((10, 2)) * [1 + 1j, 1], "complex values"), (np.array([["a"]] * 5), "text"),
+             (torch.ones(10, 2, dtype=torch.complex64), "complex values"),
+             (np.array([[1e30, 0.0], [0.0, 1.0]]), "values reach 1e+30")]
+    for values, words in cases:
+        with pytest.raises(ConfigError, match=words.replace("+", r"\+")):
+            load_dataset(values)
     with pytest.raises(ConfigError, match="test split"):
-        Dataset(torch.zeros(10, 2), torch.zeros(5, 3))
+        Dataset(torch.randn(10, 2), torch.randn(5, 3))

@@ -7,8 +7,10 @@ import torch
 from diffflow_core import registry
 from diffflow_core.data import load_dataset
 from diffflow_core.errors import ConfigError
-from diffflow_core.metrics import (class_histogram, digits_classifier, energy_distance, frechet_digits,
-                                  frechet_distance, log_density, mmd, mode_coverage, sliced_wasserstein, w2, w2_ratio)
+from diffflow_core.metrics import (W2Result, class_histogram, data_distances, digits_classifier, energy_distance,
+                                  frechet_digits, frechet_distance, log_density, mmd, mode_coverage,
+                                  sliced_wasserstein, w2, w2_ratio)
+from diffflow_core.metrics._common import reference_draw, reference_rows
 
 
 def test_w2_of_a_translation_is_the_shift():
@@ -153,5 +155,54 @@ def test_classifier_training_is_deterministic():
 
 def test_metrics_registered():
     names = set(registry("metrics").names())
-    assert {"w2", "sliced-w2", "mmd", "energy", "mode-coverage", "log-density", "frechet-digits",
+    assert {"w2", "sliced-w2", "mmd", "energy", "distances", "mode-coverage", "log-density", "frechet-digits",
             "class-histogram"} <= names
+
+
+def _blobs(n, seed, d=5):
+    """Two separated Gaussian blobs in ``d`` dimensions: a law whose distances do not vanish by accident."""
+    g = torch.Generator().manual_seed(seed)
+    side = torch.where(torch.rand(n, 1, generator=g) < 0.5, -1.5, 1.5).double()
+    return side + 0.5 * torch.randn(n, d, generator=g, dtype=torch.float64)
+
+
+def test_array_references_are_held_out_rows_without_replacement():
+    data = load_dataset(_blobs(1000, 0))  # 900 train / 100 test rows
+    assert reference_rows(data) == 100
+    reference, partner = reference_draw(data, 100, 0)
+    as_set = lambda rows: {tuple(r) for r in rows.float().tolist()}  # noqa: E731
+    assert as_set(reference) == as_set(data.test) and as_set(partner) <= as_set(data.train)
+    assert len(as_set(partner)) == 100  # no row drawn twice
+    whole = load_dataset(_blobs(1000, 0), test_fraction=0)
+    first, second = reference_draw(whole, 500, 1)
+    assert reference_rows(whole) == 500 and not as_set(first) & as_set(second)
+    with pytest.raises(ConfigError, match="at most 100 reference rows"):
+        reference_draw(data, 101, 0)
+    assert reference_rows(load_dataset("ring5", n_train=10, n_test=10)) > 10 ** 9  # a sampler: fresh draws
+
+
+def test_data_distances_put_a_perfect_sampler_and_a_copier_at_the_floor_and_a_broken_one_above():
+    data = load_dataset(_blobs(2000, 0))
+    perfect = data_distances(lambda n, s: _blobs(n, 100 + s), data, n=200, seeds=3)
+    copier = data_distances(lambda n, s: data.train[200 * s:200 * (s + 1)], data, n=200, seeds=3)
+    broken = data_distances(lambda n, s: _blobs(n, 100 + s) + 1.0, data, n=200, seeds=3)
+    assert perfect.sliced_w2.floors == broken.sliced_w2.floors  # one fixed floor per (data, n, seeds)
+    for result in (perfect, copier):
+        assert 0.6 < result.sliced_w2.ratio < 1.6
+        for statistic in (result.mmd2, result.energy):
+            assert statistic.mean < statistic.floor_mean + 4 * np.std(statistic.floors, ddof=1) + 0.02
+    assert broken.sliced_w2.ratio > 2
+    for statistic in (broken.mmd2, broken.energy):
+        assert statistic.mean > statistic.floor_mean + 10 * max(np.std(statistic.floors, ddof=1), 1e-3)
+    report = broken.as_dict()
+    assert report["n"] == 200 and report["seeds"] == 3 and set(report["sliced_w2"]) >= {"model", "floor", "ratio"}
+    assert "ratio" not in report["mmd2"] and "ratio" not in report["energy"]  # unbiased: floors scatter around 0
+    images = load_dataset(torch.randn(300, 1, 4, 4, generator=torch.Generator().manual_seed(0)))
+    flat = registry("metrics").create("distances", samples=[images.train[:30]], dataset=images, n=30)
+    assert flat.seeds == 1 and flat.sliced_w2.floor_mean > 0
+
+
+def test_a_zero_floor_gives_no_ratio_instead_of_dividing_by_zero():
+    result = W2Result(0.5, 0.1, 0.0, 0.0, 100, 3, (0.4, 0.5, 0.6), (0.0, 0.0, 0.0))
+    assert result.ratio is None and result.ratio_stderr is None and "undefined" in str(result)
+    assert __import__("json").loads(__import__("json").dumps(result.as_dict()))["ratio"] is None

@@ -71,6 +71,44 @@ def test_plots_reject_bad_input(run, tmp_path):
     with pytest.raises(ConfigError, match="samples"):
         plots.scatter(torch.zeros(10), tmp_path / "x.png")
     with pytest.raises(ConfigError, match="images"):
-        plots.image_grid(torch.zeros(4, 3, 8, 8), tmp_path / "x.png")
+        plots.image_grid(torch.zeros(4, 2, 8, 8), tmp_path / "x.png")
+    with pytest.raises(ConfigError, match="dims"):
+        plots.pairs(torch.zeros(10, 5), tmp_path / "x.png", dims=0)
+    with pytest.raises(ConfigError, match="4 coordinates but the samples have 5"):
+        plots.pairs(torch.zeros(10, 5), tmp_path / "x.png", data=torch.zeros(10, 4))
     with pytest.raises(ConfigError, match=r"ys\['a'\]"):
         plots.curve([1, 2], {"a": [1.0]}, tmp_path / "x.png")
+
+
+def _size(path):
+    from PIL import Image
+
+    with Image.open(path) as picture:
+        return picture.size
+
+
+def test_pairs_draws_a_matrix_of_the_first_coordinates(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    data, samples = torch.randn(500, 5, generator=g), torch.randn(300, 5, generator=g) + 1
+    four = plots.pairs(samples, tmp_path / "four.png", data=data)
+    two = plots.pairs(samples, tmp_path / "two.png", data=data, dims=2)
+    assert _is(four, PNG) and _is(two, PNG)
+    (w4, h4), (w2, h2) = _size(four), _size(two)
+    assert w4 > 1.6 * w2 and h4 > 1.6 * h2  # 4 x 4 panels against 2 x 2
+    three = samples[:, :3]  # dims beyond D draw all D coordinates
+    exact, beyond = plots.pairs(three, tmp_path / "3.png", dims=3), plots.pairs(three, tmp_path / "9.png", dims=9)
+    assert _size(beyond) == _size(exact)
+    line = plots.pairs(samples[:, :1], tmp_path / "one.png", data=data[:, :1])  # one coordinate: a histogram
+    images = plots.pairs(torch.randn(50, 1, 3, 3, generator=g), tmp_path / "flat.png")  # rows are flattened
+    assert _is(line, PNG) and _is(images, PNG) and _size(images)[0] > 1.6 * _size(line)[0]
+
+
+def test_image_grid_draws_colour_images_over_their_value_range(tmp_path):
+    from PIL import Image
+
+    red = torch.zeros(4, 3, 8, 8)
+    red[:, 0] = 255.0
+    path = plots.image_grid(red, tmp_path / "red.png", value_range=(0.0, 255.0))
+    with Image.open(path) as picture:
+        colours = {c for _, c in picture.convert("RGB").getcolors(1 << 16)}
+    assert (255, 0, 0) in colours and (0, 255, 0) not in colours

@@ -6,7 +6,8 @@ space), optional integer ``labels``, and, for targets known in closed form, ``lo
 
 Built in: Gaussian mixtures with exact (smoothed) densities and scores (:class:`GaussianMixture`, ``ring5``,
 ``8gaussians``), sampler-only 2-D toys (``moons``, ``circles``, ``checkerboard``, ``swissroll``, ``pinwheel``)
-and images (``digits``, optional ``mnist``).
+and images (``digits``, optional ``mnist``). A user's array, tensor or ``.npy`` file holds out 10% of its rows
+as the test split (seeded) and a file is recorded by its absolute path (``load_dataset``).
 """
 from __future__ import annotations
 

@@ -30,7 +30,8 @@ class ImageDataset(Dataset):
         x_train, x_test, y_train, y_test = train_test_split(scaled, labels, test_size=test_size, stratify=labels,
                                                             random_state=int(seed))
         super().__init__(torch.from_numpy(x_train), torch.from_numpy(x_test), torch.from_numpy(y_train),
-                         torch.from_numpy(y_test), name=name)
+                         torch.from_numpy(y_test), name=name,
+                         split=f"stratified by label, {test_size} held out (seed {seed})")
 
     def to_data_space(self, x: torch.Tensor) -> torch.Tensor:
         """Model space [-1, 1] back to pixel values in [0, pixel_max] (clipped)."""

@@ -60,7 +60,7 @@ class GaussianMixture(Dataset):
         generator = torch.Generator().manual_seed(int(seed))
         train = self.sample(n_train, generator)
         test = self.sample(n_test, generator)
-        super().__init__(train, test, name=name)
+        super().__init__(train, test, name=name, split=f"independent draws (seed {seed})")
 
     @property
     def dim(self) -> int:

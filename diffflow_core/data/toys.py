@@ -41,7 +41,7 @@ class SampledDataset(Dataset):
             self.noise = float(noise)
         generator = torch.Generator().manual_seed(int(seed))
         train = self.sample(n_train, generator)
-        super().__init__(train, self.sample(n_test, generator))
+        super().__init__(train, self.sample(n_test, generator), split=f"independent draws (seed {seed})")
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` fresh float32 points of the law."""

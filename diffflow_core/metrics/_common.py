@@ -1,6 +1,7 @@
 """Shared helpers of the metrics: input checks and the per-seed sample sources."""
 from __future__ import annotations
 
+import sys
 from typing import Callable, Sequence, Union
 
 import numpy as np
@@ -61,9 +62,34 @@ def draws(samples: SampleSource, n: int, seeds: int) -> list[Tensor]:
     return result
 
 
+def reference_rows(dataset) -> int:
+    """The largest ``n`` :func:`reference_draw` can give: unbounded for a law with a sampler; for array data the
+    held-out test rows (and as many training rows), or half the rows when nothing is held out."""
+    if dataset.has_sampler:
+        return sys.maxsize
+    if dataset.test is dataset.train:
+        return dataset.train.shape[0] // 2
+    return min(dataset.test.shape[0], dataset.train.shape[0])
+
+
 def reference_draw(dataset, n: int, index: int) -> tuple[Tensor, Tensor]:
-    """Two independent ``n``-sample draws of the data law for seed ``index`` (reference and floor partner)."""
+    """Two independent ``n``-sample draws of the data law for seed ``index`` (reference and floor partner).
+
+    A law with a sampler gives two fresh draws. Array data give ``n`` held-out test rows and ``n`` training
+    rows (or two disjoint halves of a permutation when nothing is held out), without replacement: a floor
+    that compared rows with themselves would be too low.
+    """
     generator = torch.Generator().manual_seed(REFERENCE_SEED + index)
-    first = as_matrix(dataset.sample(n, generator), "data")
-    second = as_matrix(dataset.sample(n, generator), "data")
-    return first, second
+    if dataset.has_sampler:
+        first = as_matrix(dataset.sample(n, generator), "data")
+        return first, as_matrix(dataset.sample(n, generator), "data")
+    available = reference_rows(dataset)
+    if n > available:
+        raise ConfigError(f"n: data '{dataset.name}' ({dataset.split}) gives at most {available} reference rows "
+                          f"without replacement; expected n <= {available}, got {n}")
+    if dataset.test is dataset.train:
+        order = torch.randperm(dataset.train.shape[0], generator=generator)
+        return as_matrix(dataset.train[order[:n]], "data"), as_matrix(dataset.train[order[n:2 * n]], "data")
+    test = dataset.test[torch.randperm(dataset.test.shape[0], generator=generator)[:n]]
+    train = dataset.train[torch.randperm(dataset.train.shape[0], generator=generator)[:n]]
+    return as_matrix(test, "data"), as_matrix(train, "data")

@@ -50,18 +50,21 @@ class W2Result:
     floor_values: tuple[float, ...] = attrs.field(repr=False)
 
     @property
-    def ratio(self) -> float:
-        """``mean W2 / mean floor``: about 0.9 for a perfect sampler, larger is worse."""
-        return self.w2_mean / self.floor_mean
+    def ratio(self) -> float | None:
+        """``mean W2 / mean floor``: about 0.9 for a perfect sampler, larger is worse.
+
+        ``None`` when the floor is 0 (data with few distinct rows can give two identical reference draws).
+        """
+        return self.w2_mean / self.floor_mean if self.floor_mean > 0 else None
 
     @property
-    def ratio_stderr(self) -> float:
+    def ratio_stderr(self) -> float | None:
         """Standard error of :attr:`ratio` from the seed-to-seed spread of the model's W2.
 
         The floor uses the same reference draws for every model, so it is a fixed number for a given
         ``(dataset, n, seeds)``; the uncertainty that matters when comparing models is the model side's.
         """
-        return float(self.w2_std / np.sqrt(self.seeds) / self.floor_mean)
+        return float(self.w2_std / np.sqrt(self.seeds) / self.floor_mean) if self.floor_mean > 0 else None
 
     def as_dict(self) -> dict[str, float]:
         return {"w2_mean": self.w2_mean, "w2_std": self.w2_std, "floor_mean": self.floor_mean,
@@ -69,8 +72,9 @@ class W2Result:
                 "n": self.n, "seeds": self.seeds}
 
     def __str__(self) -> str:
+        ratio = "undefined (floor 0)" if self.ratio is None else f"{self.ratio:.3f} +/- {self.ratio_stderr:.3f}"
         return (f"W2 {self.w2_mean:.4f} +/- {self.w2_std:.4f}, floor {self.floor_mean:.4f} +/- {self.floor_std:.4f}, "
-                f"ratio {self.ratio:.3f} +/- {self.ratio_stderr:.3f} (n={self.n}, {self.seeds} seeds)")
+                f"ratio {ratio} (n={self.n}, {self.seeds} seeds)")
 
 
 def w2_ratio(samples: SampleSource, dataset, n: int = 2000, seeds: int = 3) -> W2Result:
@@ -79,7 +83,7 @@ def w2_ratio(samples: SampleSource, dataset, n: int = 2000, seeds: int = 3) -> W
     ``samples`` is ``fn(n, seed) -> [n, ...]`` (called for seeds 0..seeds-1; e.g.
     ``lambda n, s: model.sample(n, steps, seed=s).x``) or a list of sample arrays (one per seed). For seed
     ``i`` the reference and the floor's partner are fresh, independent draws ``dataset.sample(n, g_i)``
-    (for array data without a sampler these are resamples of the train split, with replacement).
+    (for array data without a sampler: held-out test rows and training rows, see ``reference_draw``).
     """
     from diffflow_core.data import load_dataset
 
