@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
+from pathlib import Path
 
-from diffflow_core.errors import DiffflowError
+from diffflow_core.errors import DiffflowError, interface
 
 #: Subcommand modules, in the order ``diffflow --help`` lists them.
 COMMANDS = ("run", "train", "sample", "eval", "presets", "plugins", "list", "bench")
@@ -14,6 +16,7 @@ COMMANDS = ("run", "train", "sample", "eval", "presets", "plugins", "list", "ben
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="diffflow", description="Generative particle models by named parts.")
+    root.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = root.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -25,16 +28,43 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("diffflow-core")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A user's mistake (a bad flag, field, file or value), a diverging run and a failing disk
+    end in one line ``diffflow: error: ...`` and exit code 2, never a traceback; Ctrl-C exits 130 and names
+    the checkpoint to resume from."""
     args = parser().parse_args(argv)
     if not getattr(args, "func", None):
         parser().print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
-    except DiffflowError as exc:
-        print(f"diffflow: error: {exc}", file=sys.stderr)
-        return 2
+        with interface("cli"):
+            return int(args.func(args) or 0)
+    except (DiffflowError, FloatingPointError) as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        what = f"{exc.filename}: " if exc.filename else ""
+        reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        return _fail(what + reason)
+    except KeyboardInterrupt:
+        checkpoint = Path(getattr(args, "out", None) or "", "checkpoint.pt")
+        resume = (f"; the last checkpoint is {checkpoint} (continue with 'diffflow train --resume --out "
+                  f"{checkpoint.parent}')") if getattr(args, "out", None) and checkpoint.is_file() else ""
+        print(f"diffflow: interrupted{resume}", file=sys.stderr)
+        return 130
+
+
+def _fail(message: str) -> int:
+    print(f"diffflow: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -1,8 +1,14 @@
 """Exceptions with messages that name the field, the value and what was expected."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
-from typing import Iterable
+from typing import Iterable, Iterator
+
+#: Which interface the user called: "python" (build, fit, sample) or "cli" (the diffflow command). Messages that
+#: tell the user what to pass speak its language: a keyword argument in Python, a flag on the command line.
+_INTERFACE: contextvars.ContextVar[str] = contextvars.ContextVar("diffflow_interface", default="python")
 
 
 class DiffflowError(Exception):
@@ -38,3 +44,25 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     if not close:
         return ""
     return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+@contextlib.contextmanager
+def interface(name: str) -> Iterator[None]:
+    """Within the block, messages from :func:`speak` address users of ``name`` ("python" or "cli")."""
+    token = _INTERFACE.set(name)
+    try:
+        yield
+    finally:
+        _INTERFACE.reset(token)
+
+
+def speak(python: str, cli: str) -> str:
+    """``python`` or ``cli``: the wording for the interface the user called (see :func:`interface`)."""
+    return cli if _INTERFACE.get() == "cli" else python
+
+
+def missing_data(why: str) -> ConfigError:
+    """The error for a model built without the data it needs, with the way to pass it in the caller's terms."""
+    return ConfigError(f"data: {why}, but no data was given; "
+                       + speak("pass data= to build() (a dataset name, a .npy path, an array or a Dataset)",
+                               "pass --data NAME or --data FILE.npy"))

@@ -10,6 +10,7 @@ These classes are the plugin contract: third-party plugins subclass them and not
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 import attrs
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from diffflow_core.errors import ConfigError
+from diffflow_core.tensors import draw_device
 
 __all__ = ["Flow", "Objective", "Smoother", "Solver", "Player", "Batch", "StepInfo", "check_finite"]
 
@@ -50,6 +52,9 @@ class Flow(nn.Module):
     event_shape: tuple[int, ...] = ()
     #: True when the drift is singular at the last grid point (EDM's sigma = 0): Heun skips its correction there.
     singular_end: ClassVar[bool] = False
+    #: True when the drift couples the particles of a batch (KDE scores, MMD witness functions, batch moments).
+    #: Such a drift is no vector field on R^d, so the change of variables of SPEC §1.7 gives no density.
+    interacting: bool = False
 
     def drift(self, x: Tensor, t: Tensor) -> Tensor:
         """Return ``v(x, t)``, same shape as ``x``; ``t`` is a scalar tensor or shape ``[N]``."""
@@ -70,9 +75,11 @@ class Flow(nn.Module):
         return torch.linspace(0.0, 1.0, steps + 1)
 
     def prior(self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None) -> Tensor:
-        """Initial particles at ``time_grid(.)[0]``: standard normal of :attr:`event_shape` by default."""
+        """Initial particles at ``time_grid(.)[0]``: standard normal of :attr:`event_shape` by default, drawn on
+        ``generator``'s device and moved to ``device`` (a CPU generator may seed particles on a GPU)."""
         device = device if device is not None else _module_device(self)
-        return torch.randn((n, *self.event_shape), generator=generator, device=device)
+        return torch.randn((n, *self.event_shape), generator=generator,
+                           device=draw_device(generator, device)).to(device)
 
     def ode_drift(self, x: Tensor, t: Tensor) -> Tensor:
         """The probability-flow ODE drift (SPEC §1.7, §2.2 eq 8): its flow has the same marginals as this one.
@@ -84,6 +91,15 @@ class Flow(nn.Module):
             raise ConfigError(f"flow {type(self).__name__} is stochastic and defines no probability-flow ODE "
                               "(override ode_drift to enable log_prob)")
         return self.drift(x, t)
+
+    @property
+    def likelihood(self) -> str | None:
+        """How a likelihood of this flow's samples is computed: ``"pf-ode"`` when :meth:`ode_drift` is a field on
+        R^d whose flow carries the prior to the sample law (SPEC §1.7), ``None`` when there is none (an
+        interacting drift, or a stochastic flow without a probability-flow ODE)."""
+        if self.interacting or (self.is_stochastic and type(self).ode_drift is Flow.ode_drift):
+            return None
+        return "pf-ode"
 
     def prior_log_prob(self, x: Tensor) -> Tensor:
         """``log p(x)`` ``[N]`` of the prior :meth:`prior` draws from (standard normal by default).
@@ -109,6 +125,9 @@ class Smoother:
     """
 
     name: ClassVar[str] = "smoother"
+    #: True when samples are the solver's solution of the flow from its prior (free particles), so the flow's
+    #: probability-flow ODE describes the sample law; a generator's or a kernel's samples are not.
+    integrates_flow: ClassVar[bool] = False
 
     def velocity(self, flow: Flow, x: Tensor, t: Tensor) -> Tensor:
         return flow.drift(x, t)
@@ -223,6 +242,10 @@ class Objective:
     def loss(self, flow: Flow, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement loss(flow, batch, generator)")
 
+    def prepare(self, model) -> None:
+        """Work that precedes training (a Score GAN's data score is trained first): the trainer runs it as its
+        own phase, timed and with its own progress bar, before :meth:`players`. Default: nothing."""
+
     def players(self, model) -> list[Player]:
         """The parties the trainer optimises; default: one player training all of ``model.flow``."""
         params = [p for p in model.flow.parameters() if p.requires_grad]
@@ -234,10 +257,16 @@ class Objective:
         return []
 
 
-def check_steps(steps: int) -> None:
-    """Step counts are always explicit and positive (no silent single step)."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+def is_count(value: Any) -> bool:
+    """Whether ``value`` is an integer a count (``n``, ``steps``) accepts: Python's or NumPy's, never a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_steps(steps: int) -> int:
+    """Step counts are always explicit and positive (no silent single step); returns them as an ``int``."""
+    if not is_count(steps) or steps < 1:
         raise ConfigError(f"steps: expected a positive integer number of solver steps, got {steps!r}")
+    return int(steps)
 
 
 def check_finite(x: Tensor, what: str) -> None:

@@ -73,7 +73,8 @@ class _Augmented(Flow):
 
 
 def log_prob(model_or_flow: Any, x: Tensor, *, steps: int = 256, solver: str | Solver = "heun",
-             exact: bool | None = None, dequantize: float | None = None, seed: int = 0) -> LogProb:
+             exact: bool | None = None, dequantize: float | None = None, seed: int = 0,
+             progress: bool = False) -> LogProb:
     """``log p(x)`` of a model's (or flow's) probability-flow ODE, in nats and bits per dimension.
 
     ``steps`` solver steps run over the flow's own grid reversed (data end -> prior end); a singular data
@@ -81,7 +82,8 @@ def log_prob(model_or_flow: Any, x: Tensor, *, steps: int = 256, solver: str | S
     last regular point (sigma_min). ``exact`` chooses the exact trace (default when the dimension is
     <= 16) or Hutchinson's estimator. ``dequantize=delta`` treats ``x`` as
     discrete with bin width ``delta``: uniform noise in ``[0, delta)`` is added and the result is the
-    variational lower bound ``log p(x + u) + D log delta`` on the discrete log-probability.
+    variational lower bound ``log p(x + u) + D log delta`` on the discrete log-probability. ``progress`` shows
+    a "likelihood" bar over the solver steps.
     """
     from diffflow_core.plugins import registry
 
@@ -93,9 +95,14 @@ def log_prob(model_or_flow: Any, x: Tensor, *, steps: int = 256, solver: str | S
         raise ConfigError(f"x: expected a tensor [N, *shape], got {getattr(x, 'shape', type(x).__name__)}")
     if flow.event_shape and tuple(x.shape[1:]) != tuple(flow.event_shape):
         raise ConfigError(f"x: expected particles of shape {tuple(flow.event_shape)}, got {tuple(x.shape[1:])}")
-    if flow.is_stochastic and type(flow).ode_drift is Flow.ode_drift:
-        raise ConfigError(f"flow {type(flow).__name__} is stochastic and defines no probability-flow ODE "
-                          "(override ode_drift to enable log_prob)")
+    if flow.likelihood is None:
+        why = ("its drift couples the particles of a batch" if flow.interacting else
+               "it is stochastic and defines no probability-flow ODE (override ode_drift to enable log_prob)")
+        raise ConfigError(f"flow {type(flow).__name__} has no likelihood: {why}")
+    smoother = getattr(model_or_flow, "smoother", None)
+    if smoother is not None and not smoother.integrates_flow:
+        raise ConfigError(f"smoother {type(smoother).__name__}: samples come from the smoother, not from the "
+                          "flow's probability-flow ODE, so the flow's likelihood is not the model's")
     if dequantize is not None and not dequantize > 0:
         raise ConfigError(f"dequantize: expected a positive bin width, got {dequantize!r}")
     solver = registry("solvers").create(solver) if isinstance(solver, str) else solver
@@ -111,8 +118,19 @@ def log_prob(model_or_flow: Any, x: Tensor, *, steps: int = 256, solver: str | S
     times = flow.time_grid(steps + 1)[:-1] if flow.singular_end else flow.time_grid(steps)
     times = times.to(device=device, dtype=x.dtype).flip(0)
     state = torch.cat([x.detach().flatten(1), x.new_zeros(x.shape[0], 1)], dim=1)
-    with torch.no_grad():
-        end = solver.solve(_Augmented(flow, tuple(x.shape[1:]), eps), state, times)
+    from diffflow_core.progress import progress_bar, step_callback
+
+    bar = progress_bar(times.numel() - 1, "likelihood", enabled=progress)
+    try:
+        with torch.no_grad():
+            end = solver.solve(_Augmented(flow, tuple(x.shape[1:]), eps), state, times,
+                               callback=step_callback(bar))
+    except FloatingPointError as exc:
+        raise FloatingPointError(f"likelihood solve (probability-flow ODE from the data to the prior): {exc}") \
+            from None
+    finally:
+        if bar is not None:
+            bar.close()
     z = end[:, :-1].reshape(x.shape)
     nats = flow.prior_log_prob(z) + end[:, -1]
     if dequantize is not None:

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from diffflow_core.config import ModelConfig
 from diffflow_core.data import Dataset
 from diffflow_core.errors import ConfigError
-from diffflow_core.interfaces import Flow, Objective, Smoother, Solver, StepInfo, check_steps
+from diffflow_core.interfaces import Flow, Objective, Smoother, Solver, StepInfo, check_steps, is_count
 
 __all__ = ["Model", "Samples", "build_component", "make_generator"]
 
@@ -74,38 +74,58 @@ class Model(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        for p in self.parameters():
-            return p.device
-        return torch.device("cpu")
+        """Where the model lives: its first parameter's device, else its first buffer's (an MMD flow holds only
+        its target samples), else the device of the last :meth:`to` (a KDE flow holds no tensor), else the CPU."""
+        for tensor in self.parameters():
+            return tensor.device
+        for tensor in self.buffers():
+            return tensor.device
+        return self.__dict__.get("_device", torch.device("cpu"))
+
+    def to(self, *args: Any, **kwargs: Any) -> "Model":
+        device = torch._C._nn._parse_to(*args, **kwargs)[0]
+        if device is not None:
+            self.__dict__["_device"] = torch.device(device)
+        return super().to(*args, **kwargs)
 
     # -- sampling ------------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int | None = None, steps: int | None = None, *, seed: int | torch.Generator | None = 0,
                solver: str | Solver | None = None, record: bool = False,
-               callback: Callable[[StepInfo], None] | None = None, **flow_options: Any) -> Samples:
+               callback: Callable[[StepInfo], None] | None = None, progress: str | None = None,
+               **flow_options: Any) -> Samples:
         """Draw ``n`` samples with ``steps`` solver steps (defaults from the config); NFE is reported.
 
         A generator smoother samples with one network pass (1 NFE); otherwise particles start from the
         flow's prior and are integrated over ``flow.time_grid(steps)``. Extra keyword options go to the
-        flow's ``sampling`` context (e.g. ``label=3, guidance=2.0``) when it supports one.
+        flow's ``sampling`` context (e.g. ``label=3, guidance=2.0``) when it supports one. ``progress``
+        names a progress bar over the solver steps (None: no bar).
         """
         n = n if n is not None else (self.config.sample.n if self.config else 2000)
         steps = steps if steps is not None else (self.config.sample.steps if self.config else None)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        if not is_count(n) or n < 1:
             raise ConfigError(f"n: expected a positive number of samples, got {n!r}")
+        n = int(n)
         generator = make_generator(seed, self.device)
         if hasattr(self.smoother, "sample") and not flow_options:
             return Samples(self.smoother.sample(n, generator), nfe=1)
         if steps is None:
             raise ConfigError("steps: sampling needs an explicit number of solver steps")
-        check_steps(steps)
+        steps = check_steps(steps)
         solver = self._solver(solver)
         times = self.flow.time_grid(steps).to(self.device)
         context = self.flow.sampling(**flow_options) if flow_options else _null_context()
+        from diffflow_core.progress import progress_bar, step_callback
+
+        bar = progress_bar(steps, progress, enabled=progress is not None)
         with context:
             x0 = self.flow.prior(n, generator=generator, device=self.device)
-            x = solver.solve(self.flow, x0, times, smoother=self.smoother, generator=generator,
-                             callback=callback, record=record)
+            try:
+                x = solver.solve(self.flow, x0, times, smoother=self.smoother, generator=generator,
+                                 callback=step_callback(bar, callback), record=record)
+            finally:
+                if bar is not None:
+                    bar.close()
         return Samples(x, solver.nfe, solver.trajectory if record else None, times if record else None)
 
     def _solver(self, solver: str | Solver | None) -> Solver:

@@ -9,6 +9,7 @@ from torch.func import functional_call, jvp, vjp
 
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Flow, Smoother
+from diffflow_core.tensors import draw_device
 
 __all__ = ["IdentitySmoother", "GeneratorSmoother"]
 
@@ -17,6 +18,7 @@ class IdentitySmoother(Smoother):
     """Free particles (a particle model): the velocity is the drift, a step is ``x + dt * v``."""
 
     name = "identity"
+    integrates_flow = True
 
 
 class GeneratorSmoother(Smoother, nn.Module):
@@ -57,8 +59,11 @@ class GeneratorSmoother(Smoother, nn.Module):
 
     # -- particles -----------------------------------------------------------------------------------
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``z ~ N(0, I)`` on the generator network's device, drawn on ``generator``'s (the trainer's is a CPU one)."""
         param = next(self.net.parameters())
-        return torch.randn(n, self.latent_dim, generator=generator, device=param.device, dtype=param.dtype)
+        z = torch.randn(n, self.latent_dim, generator=generator, device=draw_device(generator, param.device),
+                        dtype=param.dtype)
+        return z.to(param.device)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z)

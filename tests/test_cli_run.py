@@ -1,5 +1,4 @@
 """The CLI end to end on a tiny config: run folder contents, sample/eval/train from checkpoints, errors."""
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import tinymodel  # noqa: E402
 
-from diffflow_core.cli import main  # noqa: E402
+from diffflow_core.cli import main, parser  # noqa: E402
 from diffflow_core.commands import run as run_command  # noqa: E402
 from diffflow_core.plugins import registry  # noqa: E402
 
@@ -87,7 +86,7 @@ def test_eval_reports_metrics(finished_run, tmp_path, capsys):
 def test_train_then_resume_continues_to_more_steps(finished_run, tmp_path):
     cfg = str(finished_run / "tiny.toml")
     assert main(["train", cfg, "--steps", "6", "--out", str(tmp_path)]) == 0
-    assert main(["train", cfg, "--steps", "10", "--out", str(tmp_path), "--resume"]) == 0
+    assert main(["train", "--steps", "10", "--out", str(tmp_path), "--resume"]) == 0  # the folder's own config
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["train_state"]
     assert state["step"] == 10
     steps = [json.loads(r)["step"] for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -126,7 +125,7 @@ def test_presets_lists_and_shows(capsys):
 def test_no_arguments_means_edm_on_ring5():
     if "edm" not in registry("presets"):
         pytest.skip("the diffflow-score plugin is not installed")
-    args = argparse.Namespace(config=None, preset=None, data=None, steps=1, seed=0, out=None)
+    args = parser().parse_args(["run", "--steps", "1"])
     model = run_command.build_model(args)
     assert model.config.preset == "edm" and model.data.name == "ring5"
     assert run_command.steps_for_nfe(model, 35) == 18  # Heun: 2 * 18 - 1 = 35 evaluations

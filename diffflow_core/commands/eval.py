@@ -6,29 +6,39 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
+    from diffflow_core.commands.run import runtime_arguments, sampling_arguments
+
     p = sub.add_parser("eval", help="evaluate a checkpoint (W2/floor, Fréchet, test NLL as applicable)")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--n", type=int, help="number of samples (default: the config's sample.n)")
-    p.add_argument("--nfe", type=int, help="drift evaluations (default: the config's sample.steps)")
-    p.add_argument("--seed", type=int, default=0)
+    sampling_arguments(p)
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    runtime_arguments(p)
     p.add_argument("--out", help="also write the metrics to this JSON file")
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    import torch
-
-    from diffflow_core.commands.run import steps_for_nfe
-    from diffflow_core.evaluation import evaluate
-    from diffflow_core.errors import ConfigError
+def load(args):
+    """The checkpoint's model on ``--device`` with ``--threads``, for sample and eval."""
+    from diffflow_core.commands.run import resolve_device, set_threads
     from diffflow_core.model import Model
 
-    torch.set_num_threads(1)
-    model = Model.load(args.checkpoint)
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    return Model.load(args.checkpoint, map_location=device)
+
+
+def run(args) -> int:
+    from diffflow_core.commands.run import sampling_options, steps_for_nfe
+    from diffflow_core.errors import ConfigError
+    from diffflow_core.evaluation import evaluate
+
+    model = load(args)
     if model.data is None:
-        raise ConfigError(f"checkpoint: {args.checkpoint} records no dataset to evaluate against")
+        raise ConfigError(f"--checkpoint: {args.checkpoint} records no dataset to evaluate against")
     n = args.n if args.n is not None else model.config.sample.n
-    metrics, _ = evaluate(model, steps_for_nfe(model, args.nfe), n, args.seed)
+    if n < 1:
+        raise ConfigError(f"--n: expected a positive number of samples, got {n}")
+    metrics, _ = evaluate(model, steps_for_nfe(model, args.nfe), n, args.seed, **sampling_options(model, args))
     text = json.dumps(metrics, indent=2)
     if args.out:
         Path(args.out).write_text(text)

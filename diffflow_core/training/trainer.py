@@ -9,6 +9,7 @@ data-parallel training under ``torchrun`` (see :mod:`diffflow_core.training.dist
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -37,6 +38,8 @@ class History:
 
     records: list[dict[str, Any]] = attrs.Factory(list)
     seconds: float = 0.0
+    #: wall time of the objective's preparation (:meth:`Objective.prepare`), not counted in ``seconds``
+    prepare_seconds: float = 0.0
 
     def series(self, key: str) -> list[float]:
         return [r[key] for r in self.records if key in r]
@@ -69,14 +72,36 @@ class BatchStream:
 
 
 class EMA:
-    """Exponential moving average of a module's trained parameters and floating-point buffers.
+    """Exponential moving average of a module's trained parameters and floating-point buffers, whose averaging
+    length grows with training (EDM's EMA warm-up).
+
+    ``decay`` is the final per-step decay (``train.ema``): a half-life of ``H = ln 0.5 / ln decay`` steps (693
+    for 0.999). With ``rampup = r > 0`` update number ``s`` (1 for the first) uses the half-life
+    ``h_s = min(H, r * s)``, i.e. ``shadow <- decay_s * shadow + (1 - decay_s) * weights`` with
+    ``decay_s = 0.5 ** (1 / h_s)``. While ``r * s < H`` the weight of step ``t`` in the average after ``s``
+    steps is about proportional to ``t ** (ln 2 / r - 1)`` (``prod_{u>t} decay_u = 0.5 ** (sum 1 / (r u))``
+    ~ ``(t / s) ** (ln 2 / r)``), so half of it lies on the last fraction ``1 - exp(-r)`` ~ ``r`` of the steps
+    whatever the run's length, and the random initial weights keep ``0.5 ** (1 / r)`` after the first update;
+    from ``s >= H / r`` on the decay is exactly ``decay``. ``rampup = 0`` is a fixed decay from the first
+    step (the EMA before the warm-up existed).
+
+    This is EDM's ``ema_rampup_ratio`` (Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based
+    Generative Models", ``training/training_loop.py``: ``ema_beta = 0.5 ** (batch_size /
+    max(min(ema_halflife_nimg, cur_nimg * ema_rampup_ratio), 1e-8))``) counted in steps instead of images
+    (EDM's ``cur_nimg`` counts the images before the update, so its first ``ema_beta`` is 0; here the first is
+    ``0.5 ** (1 / r)``). It is preferred over EDM2's power-function EMA (Karras et al. 2024,
+    ``decay_t = (1 - 1/t) ** (gamma + 1)``, the same ``t ** gamma`` profile as the ramp but for the whole
+    run) because it keeps ``train.ema`` the decay the presets were tuned and measured with: a run longer than
+    ``H / r`` steps ends with the EMA it had before. The decay is a function of the step alone, so a resumed
+    run (the shadow and the step are checkpointed) continues bit-identically.
 
     Frozen parameters (``requires_grad=False``, e.g. a Score GAN's pretrained data score) never move, so they
     are not averaged: no per-step work for them; nor are the ``skip`` ones, which sampling never reads
     (:meth:`Objective.unaveraged`): they keep their trained values."""
 
-    def __init__(self, module: nn.Module, decay: float, skip: list[Tensor] = ()) -> None:
-        self.module, self.decay = module, decay
+    def __init__(self, module: nn.Module, decay: float, skip: list[Tensor] = (), rampup: float = 0.0) -> None:
+        self.module, self.decay, self.rampup = module, decay, rampup
+        self.half_life = math.log(0.5) / math.log(decay) if 0 < decay < 1 else 0.0
         skipped = {id(p) for p in skip}
         frozen = {name for name, p in module.named_parameters(remove_duplicate=False)
                   if not p.requires_grad or id(p) in skipped}
@@ -85,9 +110,17 @@ class EMA:
         # state_dict tensors share storage with the module (loading copies in place): one fused lerp per step
         self._pairs = ([self.shadow[k] for k in live], [v.detach() for v in live.values()])
 
+    def decay_at(self, step: int) -> float:
+        """The decay of update number ``step`` (1 for the first): ``0.5 ** (1 / min(H, rampup * step))``."""
+        if not self.rampup or self.rampup * step >= self.half_life:
+            return self.decay
+        return 0.5 ** (1.0 / max(self.rampup * step, 1e-8))
+
     @torch.no_grad()
-    def update(self) -> None:
-        torch._foreach_lerp_(self._pairs[0], self._pairs[1], 1 - self.decay)
+    def update(self, step: int | None = None) -> None:
+        """Average in the current weights as update number ``step`` (None: the final decay)."""
+        decay = self.decay if step is None else self.decay_at(step)
+        torch._foreach_lerp_(self._pairs[0], self._pairs[1], 1 - decay)
 
     @torch.no_grad()
     def copy_to(self, module: nn.Module) -> None:
@@ -123,7 +156,7 @@ class Trainer:
 
     def __init__(self, model: nn.Module, config: TrainConfig | None = None, *, out_dir: str | Path | None = None,
                  resume: str | Path | bool | None = None, evaluate: Evaluator | None = None,
-                 eval_samples: int = 512, **overrides: Any) -> None:
+                 eval_samples: int = 512, label: str = "train", **overrides: Any) -> None:
         base = config or (model.config.train if getattr(model, "config", None) is not None else TrainConfig())
         try:
             self.config = attrs.evolve(base, **overrides)
@@ -134,7 +167,7 @@ class Trainer:
             raise ConfigError("resume: True means 'out_dir/checkpoint.pt', but no out_dir was given")
         if self.config.checkpoint_every and out_dir is None:
             raise ConfigError("train.checkpoint_every: checkpoints need an out_dir to write to")
-        self.model, self.evaluate, self.eval_samples = model, evaluate, eval_samples
+        self.model, self.evaluate, self.eval_samples, self.label = model, evaluate, eval_samples, label
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.resume = (self.out_dir / CHECKPOINT) if resume is True else (Path(resume) if resume else None)
         if self.resume is not None and not self.resume.exists():
@@ -171,11 +204,15 @@ class Trainer:
         dist.broadcast_module(model)
         torch.manual_seed(cfg.seed + dist.rank)
         generator = torch.Generator().manual_seed(cfg.seed + 7919 * dist.rank)
+        prepared = time.perf_counter()
+        model.objective.prepare(model)
+        prepare_seconds = time.perf_counter() - prepared
         players = model.objective.players(model)
         if not players or not any(p.parameters for p in players):
             raise ConfigError("objective: produced no trainable parameters")
         optimizers = self._optimizers(players)
-        ema = EMA(model, cfg.ema, skip=model.objective.unaveraged(model)) if cfg.ema > 0 else None
+        ema = EMA(model, cfg.ema, skip=model.objective.unaveraged(model), rampup=cfg.ema_rampup) \
+            if cfg.ema > 0 else None
         train, labels = data.train, data.train_labels
         if dist.world > 1:
             train, labels = train[dist.rank::dist.world], None if labels is None else labels[dist.rank::dist.world]
@@ -185,7 +222,7 @@ class Trainer:
             start_step = self._restore(dist, model, optimizers, ema, stream, history)
         log = MetricLog(self.out_dir, keep=len(history.records)) if self.out_dir is not None and dist.is_main else None
         start = time.perf_counter()
-        progress = _progress(cfg.steps, cfg.progress and dist.is_main, start_step)
+        progress = _progress(cfg.steps, cfg.progress and dist.is_main, start_step, self.label)
         running: dict[str, float] = {}
         autocast = cfg.precision == "bfloat16"
         for step in range(start_step, cfg.steps):
@@ -208,7 +245,7 @@ class Trainer:
                     optimizer.step()
                     running[player.name] = loss.detach()
             if ema is not None:
-                ema.update()
+                ema.update(step + 1)  # a function of the step alone: resume is exact
             done = step + 1
             if step % cfg.log_every == 0 or done == cfg.steps:
                 record = {"step": step, **{f"loss/{k}": float(v) for k, v in running.items()},
@@ -229,6 +266,7 @@ class Trainer:
         if ema is not None:
             ema.copy_to(model)
         history.seconds = time.perf_counter() - start
+        history.prepare_seconds = prepare_seconds
         dist.close()
         return history
 
@@ -295,6 +333,9 @@ class Trainer:
         state = payload.get("train_state")
         if state is None:
             raise CheckpointError(f"resume: {self.resume} holds a model but no training state")
+        if int(state["step"]) > self.config.steps:
+            raise ConfigError(f"train.steps: {self.config.steps} is below the step of {self.resume} "
+                              f"({state['step']}); a resumed run can only continue to more steps")
         if state["world_size"] != dist.world:
             raise CheckpointError(f"resume: {self.resume} was written by {state['world_size']} process(es), "
                                   f"this run has {dist.world}")
@@ -326,9 +367,7 @@ def _fusable(params: list[Tensor]) -> bool | None:
     return True if ok else None
 
 
-def _progress(total: int, enabled: bool, initial: int = 0):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
+def _progress(total: int, enabled: bool, initial: int, label: str):
+    from diffflow_core.progress import progress_bar
 
-    return tqdm(total=total, initial=initial, desc="train", leave=False, dynamic_ncols=True, mininterval=0.5)
+    return progress_bar(total, label, enabled, initial=initial)

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Flow, as_time, check_steps
+from diffflow_core.tensors import draw_device
 from diffflow_discriminator.losses import GanLoss, get_loss
 
 __all__ = ["DiscriminatorFlow", "DEFAULT_NETWORK"]
@@ -82,12 +83,14 @@ class DiscriminatorFlow(Flow):
         return self.eta * self.potential_gradient(x, t, self.loss.potential)
 
     def potential_gradient(self, x: Tensor, t: Tensor, potential: Callable[[Tensor], Tensor]) -> Tensor:
-        """``grad_x potential(f(x, t))`` per particle, no graph kept. ``autograd.grad`` with respect to ``x`` only
-        runs the backward nodes on the path to ``x``: no weight gradient is computed (freezing the weights
-        first, as this once did, saves no product and costs a parameter walk per call)."""
+        """``grad_x potential(f(x, t))`` per particle. ``autograd.grad`` with respect to ``x`` only runs the
+        backward nodes on the path to ``x``: no weight gradient is computed. No graph is kept, unless ``x``
+        itself requires grad: then the gradient is differentiable in ``x`` (the divergence of the likelihood's
+        probability-flow ODE, SPEC §1.7, differentiates the drift)."""
         with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(potential(self.logit(x, t)).sum(), x)
+            track = x.requires_grad
+            x = x if track else x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(potential(self.logit(x, t)).sum(), x, create_graph=track)
         return grad
 
     def smooth(self, real: Tensor, t: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -95,7 +98,9 @@ class DiscriminatorFlow(Flow):
         if not self.sigma_max:
             return real
         sigma = self.sigma(t).reshape(-1, *([1] * (real.ndim - 1)))
-        return real + sigma * torch.randn(real.shape, generator=generator, dtype=real.dtype).to(real.device)
+        noise = torch.randn(real.shape, generator=generator, dtype=real.dtype,
+                            device=draw_device(generator, real.device))
+        return real + sigma * noise.to(real.device)
 
     def sigma(self, t: Tensor) -> Tensor:
         """The smoothing level ``sigma(t) = sigma_max (1 - t)``."""
@@ -141,7 +146,9 @@ class DiscriminatorFlow(Flow):
             moving.add_(self.drift(moving, t), alpha=dt)
             scale = float(self.diffusion(t)) * dt ** 0.5
             if scale:  # no draw where the noise is 0 (deterministic flows, TDPM's GAN phase)
-                moving.add_(torch.randn(moving.shape, generator=generator, dtype=x.dtype).to(x.device), alpha=scale)
+                noise = torch.randn(moving.shape, generator=generator, dtype=x.dtype,
+                                    device=draw_device(generator, x.device))
+                moving.add_(noise.to(x.device), alpha=scale)
         out = torch.empty_like(x)
         out[order] = x
         return out

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffflow_core.errors import ConfigError, did_you_mean
+from diffflow_core.tensors import draw_device
 
 __all__ = ["GanLoss", "LOSSES", "get_loss", "gradient_penalty", "r1_penalty"]
 
@@ -84,7 +85,8 @@ def gradient_penalty(logit: Callable[[Tensor, Tensor | None], Tensor], real: Ten
     """``E[(||grad_x f(x_hat, t)|| - c0)^2]`` at ``x_hat = alpha real + (1 - alpha) fake``, ``alpha ~ U(0, 1)``
     per sample (SPEC §2.8 step 4; WGAN-GP has ``c0 = 1``, GPM's Discriminator Flows ``c0 = 0``)."""
     shape = (real.shape[0],) + (1,) * (real.ndim - 1)
-    alpha = torch.rand(shape, generator=generator, dtype=real.dtype).to(real.device)
+    alpha = torch.rand(shape, generator=generator, dtype=real.dtype,
+                       device=draw_device(generator, real.device)).to(real.device)
     x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
     (grad,) = torch.autograd.grad(logit(x_hat, t).sum(), x_hat, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - center).pow(2).mean()

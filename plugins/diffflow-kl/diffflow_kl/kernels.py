@@ -14,6 +14,7 @@ from torch import Tensor
 
 from diffflow_core.errors import ConfigError
 from diffflow_core.specs import from_spec
+from diffflow_core.tensors import draw_device
 
 __all__ = ["RadialKernel", "Gaussian", "IMQ", "Laplace", "Energy", "make_kernel", "sq_dists", "chunk_size",
            "by_chunks", "grad_mean", "smooth_mean", "median_bandwidth"]
@@ -185,7 +186,7 @@ def median_bandwidth(x: Tensor, max_points: int = 1000, generator: torch.Generat
     n = x.shape[0]
     sub = x
     if n > max_points:
-        idx = torch.randperm(n, generator=generator, device="cpu")[:max_points].to(x.device)
+        idx = torch.randperm(n, generator=generator, device=draw_device(generator, "cpu"))[:max_points].to(x.device)
         sub = x[idx]
     d2 = sq_dists(sub, sub)
     off = d2[~torch.eye(sub.shape[0], dtype=torch.bool, device=x.device)]

@@ -9,13 +9,13 @@ score network can replace any of them later.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from diffflow_core.data import Dataset, load_dataset
-from diffflow_core.errors import ConfigError
+from diffflow_core.errors import ConfigError, missing_data
 from diffflow_kl.kde import bandwidth, kde_log_density, kde_score
 
 __all__ = ["ScoreSource", "AnalyticSource", "SampleKDE", "ParticleKDE", "GaussianFit", "MatchedTarget",
@@ -31,6 +31,9 @@ def _check_kind(kind: str) -> None:
 
 class ScoreSource:
     """The score (and optionally log-density) of a law, smoothed at noise level ``sigma``."""
+
+    #: True when the score is estimated from the particle batch itself (a KDE or moments of the batch).
+    interacting: ClassVar[bool] = False
 
     def score(self, x: Tensor, sigma: float | Tensor = 0.0, kind: str = "ve") -> Tensor:
         raise NotImplementedError
@@ -110,6 +113,8 @@ class SampleKDE(ScoreSource):
 class ParticleKDE(ScoreSource):
     """``s_rho`` from a Gaussian KDE of the current particle batch (bandwidth by rule or fixed)."""
 
+    interacting = True
+
     def __init__(self, bandwidth_rule: str | float = "scott", chunk: int | None = None) -> None:
         bandwidth(bandwidth_rule, torch.zeros(2, 1))  # validate the rule before any work
         self.rule = bandwidth_rule
@@ -127,6 +132,8 @@ class ParticleKDE(ScoreSource):
 
 class GaussianFit(ScoreSource):
     """``s_rho`` of the Gaussian with the batch's mean and per-coordinate variance: exact while rho is Gaussian."""
+
+    interacting = True
 
     def _moments(self, x: Tensor) -> tuple[Tensor, Tensor]:
         flat = x.flatten(1)
@@ -165,7 +172,7 @@ def make_target(spec: Any, data: Dataset | None, bandwidth_rule: str | float = "
         return spec
     if isinstance(spec, str) and spec in ("auto", "analytic", "kde"):
         if data is None:
-            raise ConfigError(f"target: {spec!r} needs data (pass data= to build or to the flow)")
+            raise missing_data(f"target {spec!r} is estimated from data")
         data = load_dataset(data)
         if spec == "analytic" or (spec == "auto" and has_analytic_score(data)):
             return AnalyticSource(data)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from diffflow_core.data import load_dataset
-from diffflow_core.errors import ConfigError
+from diffflow_core.errors import ConfigError, missing_data
 from diffflow_core.interfaces import Flow, check_steps
 from diffflow_kl.kernels import RadialKernel, grad_mean, make_kernel
 
@@ -31,6 +31,9 @@ class MMDFlow(Flow):
     ``horizon``: the flow time sampled over; ``noise``: the injection level; ``chunk``: rows per block.
     """
 
+    #: the drift's repulsion term is a kernel sum over the particle batch
+    interacting = True
+
     def __init__(self, data: Any = None, kernel: str | dict | RadialKernel = "gaussian",
                  bandwidth: float | Sequence[float] | None = None, scale: float | None = None,
                  points: int = 2000, seed: int = 0, horizon: float = 100.0, noise: float = 0.0,
@@ -39,7 +42,7 @@ class MMDFlow(Flow):
         params = {k: v for k, v in (("bandwidth", bandwidth), ("scale", scale)) if v is not None}
         self.kernel = make_kernel(kernel, **params)
         if data is None:
-            raise ConfigError("data: the MMD flow needs target samples (pass data= to build or to the flow)")
+            raise missing_data("the MMD flow needs target samples")
         if isinstance(points, bool) or not isinstance(points, int) or points < 2:
             raise ConfigError(f"points: expected an integer >= 2, got {points!r}")
         if not isinstance(horizon, (int, float)) or not horizon > 0:

@@ -20,7 +20,7 @@ from diffflow_core.interfaces import Flow, as_time, check_steps
 from diffflow_core.networks import build_network
 
 from diffflow_ndm.schedules import Schedule, build_schedule
-from diffflow_core.tensors import per_sample
+from diffflow_core.tensors import draw_device, per_sample
 from diffflow_ndm.transforms import Transform, build_transform
 
 __all__ = ["NDMFlow"]
@@ -155,5 +155,6 @@ class NDMFlow(Flow):
         mean, var = self.posterior(z, self.sampling_denoise(z, t), t, s, eta)
         if eta == 0:
             return mean
-        noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+        noise = torch.randn(z.shape, generator=generator, device=draw_device(generator, z.device),
+                            dtype=z.dtype).to(z.device)
         return mean + per_sample(var.sqrt(), z) * noise

@@ -20,7 +20,7 @@ from diffflow_core.interfaces import Batch, Objective
 
 from diffflow_ndm.flow import NDMFlow
 from diffflow_ndm.proposals import Proposal, build_proposal
-from diffflow_core.tensors import per_sample
+from diffflow_core.tensors import draw_device, per_sample
 
 __all__ = ["WEIGHTINGS", "NELBOTerms", "NELBOObjective", "DiscreteNELBO", "ContinuousNELBO", "reconstruction_nll", "prior_kl",
            "discrete_kl", "continuous_integrand"]
@@ -152,7 +152,8 @@ class NELBOObjective(Objective):
         for each example of ``x``."""
         if not isinstance(flow, NDMFlow):
             raise ConfigError(f"objective: the NELBO needs an 'ndm' flow, got {type(flow).__name__}")
-        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=draw_device(generator, x.device))
+        eps = eps.to(x.device)
         return NELBOTerms(reconstruction_nll(flow, x, eps), self.diffusion_term(flow, x, generator, weighted),
                           prior_kl(flow, x))
 
@@ -170,7 +171,8 @@ class NELBOObjective(Objective):
                     "learned F on digits, test NELBO 8.8 vs 2.8 bits/dim); use weighting='elbo'")
         x = batch.x
         if self.dequantize is not None:
-            x = x + self.dequantize * torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+            u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=draw_device(generator, x.device))
+            x = x + self.dequantize * u.to(x.device)
         return self.terms(flow, x, generator, weighted=True).total.mean() / x[0].numel()
 
 
@@ -188,10 +190,12 @@ class DiscreteNELBO(NELBOObjective):
     def diffusion_term(self, flow: NDMFlow, x: Tensor, generator: torch.Generator | None,
                        weighted: bool = False) -> Tensor:
         probs = self.proposal.step_probabilities(self.steps, flow)
-        index = torch.multinomial(probs, x.shape[0], replacement=True, generator=generator)
+        index = torch.multinomial(probs.to(draw_device(generator, "cpu")), x.shape[0], replacement=True,
+                                  generator=generator).cpu()
         t = ((index + 1).double() / self.steps).to(device=x.device, dtype=x.dtype)
         s = (index.double() / self.steps).to(device=x.device, dtype=x.dtype)
-        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=draw_device(generator, x.device))
+        eps = eps.to(x.device)
         kl = discrete_kl(flow, x, t, s, eps)
         if weighted:
             kl = self.weight(flow, t) * kl
@@ -205,7 +209,8 @@ class ContinuousNELBO(NELBOObjective):
     def diffusion_term(self, flow: NDMFlow, x: Tensor, generator: torch.Generator | None,
                        weighted: bool = False) -> Tensor:
         t, density = self.proposal.sample(x.shape[0], flow, generator, x.device, x.dtype)
-        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=draw_device(generator, x.device))
+        eps = eps.to(x.device)
         value = continuous_integrand(flow, x, t, eps)
         if weighted:
             value = self.weight(flow, t) * value

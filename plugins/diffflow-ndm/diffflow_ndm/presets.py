@@ -16,33 +16,33 @@ NDM = {
     "flow": {"name": "ndm", "network": _NDM_NET, "schedule": "cosine", "mode": "ode",
              "transform": {"name": "learned", "network": _NDM_NET}},
     "objective": {"name": "nelbo-continuous", "proposal": "logsnr"},
-    "solver": "heun", "train": {**_TRAIN, "steps": 5000}, "sample": {"steps": 100},
+    "solver": "heun", "data": "ring5", "train": {**_TRAIN, "steps": 5000}, "sample": {"steps": 100},
 }
 
 DDPM = {
     "summary": "DDPM: F = x, linear VP schedule, discrete NELBO (T = 1000), ancestral sampling",
     "flow": {"name": "ndm", "network": _NET, "schedule": "linear", "transform": "identity"},
     "objective": {"name": "nelbo", "steps": 1000},
-    "solver": "ndm-ddpm", "train": _TRAIN, "sample": {"steps": 1000},
+    "solver": "ndm-ddpm", "data": "ring5", "train": _TRAIN, "sample": {"steps": 1000},
 }
 
 DDIM = {
     "summary": "DDIM: F = x, linear VP schedule, discrete NELBO, deterministic eta = 0 sampler",
     "flow": {"name": "ndm", "network": _NET, "schedule": "linear", "transform": "identity"},
     "objective": {"name": "nelbo", "steps": 1000},
-    "solver": "ndm-ddim", "train": _TRAIN, "sample": {"steps": 50},
+    "solver": "ndm-ddim", "data": "ring5", "train": _TRAIN, "sample": {"steps": 50},
 }
 
 VDM = {
     "summary": "VDM: F = x, learnable monotone log-SNR schedule, continuous NELBO (-1/2 SNR' ||x - x_hat||^2)",
     "flow": {"name": "ndm", "network": _NET, "schedule": "learned", "transform": "identity"},
     "objective": {"name": "nelbo-continuous", "proposal": "logsnr"},
-    "solver": "ndm-ddpm", "train": _TRAIN, "sample": {"steps": 1000},
+    "solver": "ndm-ddpm", "data": "ring5", "train": _TRAIN, "sample": {"steps": 1000},
 }
 
 FLOW_MATCHING = {
     "summary": "Flow matching / rectified flow as an NDM: F = x, alpha = 1 - t, sigma = t (+1e-3), continuous NELBO, ODE",
     "flow": {"name": "ndm", "network": _NET, "schedule": "flow-matching", "transform": "identity", "mode": "ode"},
     "objective": {"name": "nelbo-continuous", "proposal": "logsnr"},
-    "solver": "heun", "train": _TRAIN, "sample": {"steps": 100},
+    "solver": "heun", "data": "ring5", "train": _TRAIN, "sample": {"steps": 100},
 }

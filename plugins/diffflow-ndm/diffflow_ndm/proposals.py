@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from diffflow_core.errors import ConfigError, did_you_mean
+from diffflow_core.tensors import draw_device
 
 __all__ = ["Proposal", "build_proposal", "PROPOSALS"]
 
@@ -46,7 +47,8 @@ class Proposal:
         if self.kind == "logsnr":
             with torch.no_grad():
                 edges = torch.linspace(0, 1, self.bins + 1, dtype=torch.float64)
-                lam = flow.schedule.log_snr(edges.to(torch.get_default_dtype())).double().cpu()
+                where = next((p.device for p in flow.schedule.parameters()), torch.device("cpu"))  # a learned one's
+                lam = flow.schedule.log_snr(edges.to(where, torch.get_default_dtype())).double().cpu()
             raw = (lam[1:] - lam[:-1]).abs().nan_to_num(posinf=0.0)
         else:
             raw = self.second_moment.sqrt()
@@ -56,8 +58,9 @@ class Proposal:
     def sample(self, n: int, flow, generator: torch.Generator | None, device, dtype) -> tuple[Tensor, Tensor]:
         """``t [n]`` drawn from the proposal and the density ``pi(t) [n]`` at those times."""
         probs = self.weights(flow)
-        cells = torch.multinomial(probs, n, replacement=True, generator=generator)
-        offset = torch.rand(n, generator=generator, dtype=torch.float64)
+        where = draw_device(generator, "cpu")  # the proposal's state is on the CPU; a generator draws on its own device
+        cells = torch.multinomial(probs.to(where), n, replacement=True, generator=generator).cpu()
+        offset = torch.rand(n, generator=generator, dtype=torch.float64, device=where).cpu()
         t = (cells + offset) / self.bins
         return t.to(device=device, dtype=dtype), (probs[cells] * self.bins).to(device=device, dtype=dtype)
 

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Flow, Smoother, Solver
+from diffflow_core.tensors import draw_device
 from diffflow_solvers.solvers import Heun
 
 __all__ = ["EDMChurn", "AnnealedLangevin"]
@@ -26,7 +27,8 @@ def _number(name: str, value: Any, low: float, *, strict: bool = False) -> float
 
 
 def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return torch.randn(x.shape, generator=generator, device=draw_device(generator, x.device),
+                       dtype=x.dtype).to(x.device)
 
 
 class EDMChurn(Heun):

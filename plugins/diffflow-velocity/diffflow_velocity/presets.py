@@ -7,6 +7,7 @@ RECTIFIED_FLOW = {
     "flow": {"name": "velocity", "network": _MLP, "source": "gaussian"},
     "objective": {"name": "flow-matching"},
     "solver": {"name": "euler"},
+    "data": {"name": "ring5"},
     "train": {"steps": 5000, "batch_size": 256, "lr": 1e-3, "ema": 0.999},
     "sample": {"steps": 10},
 }
@@ -16,6 +17,7 @@ SCOREFLOW = {
     "flow": {"name": "velocity", "network": _MLP, "source": "gaussian"},
     "objective": {"name": "path-constrained", "weight": "inverse"},
     "solver": {"name": "heun"},
+    "data": {"name": "ring5"},
     "train": {"steps": 5000, "batch_size": 256, "lr": 1e-3, "ema": 0.999},
     "sample": {"steps": 5},
 }

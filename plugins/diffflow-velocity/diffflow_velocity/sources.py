@@ -70,6 +70,10 @@ class DatasetSource(Source):
         self.event_shape = tuple(rows.shape[1:])
 
     def sample(self, n, generator=None, device="cpu", dtype=torch.float32):
+        if generator is not None and generator.device.type != "cpu":
+            # the rows (and a law's sampler) live on the CPU: draw them from a CPU stream seeded by this generator
+            seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=generator.device))
+            generator = torch.Generator().manual_seed(seed)
         if self.label is None:
             draw = self.dataset.sample(n, generator=generator)
         else:
