@@ -17,3 +17,11 @@ def fresh_plugins():
     plugins.reset()
     yield plugins
     plugins._MANAGER = saved
+
+
+@pytest.fixture(autouse=True)
+def _keep_one_thread():
+    """Commands choose their own thread count (``--threads``); each test starts and ends on one thread."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -50,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
             return int(args.func(args) or 0)
     except (DiffflowError, FloatingPointError) as exc:
         return _fail(str(exc))
+    except BrokenPipeError:  # the reader went away (`diffflow list | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:
         what = f"{exc.filename}: " if exc.filename else ""
         reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))

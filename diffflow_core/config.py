@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import numbers
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -28,18 +30,26 @@ from diffflow_core.errors import ConfigError, did_you_mean
 __all__ = ["ComponentSpec", "TrainConfig", "SampleConfig", "ModelConfig", "load_config", "merge"]
 
 
+def _field(instance: Any, attribute: attrs.Attribute) -> str:
+    return f"{type(instance).__name__.lower().replace('config', '')}.{attribute.name}"
+
+
+def _check_number(instance: Any, attribute: attrs.Attribute, value: Any, ok: Any, expected: str) -> None:
+    """The one number check: a real, finite number (not a bool, NaN or inf) for which ``ok(value)`` holds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{_field(instance, attribute)}: expected {expected}, got {value!r}")
+    if not math.isfinite(value) or not ok(value):
+        finite = "" if math.isfinite(value) else " (not a finite number)"
+        raise ConfigError(f"{_field(instance, attribute)}: expected {expected}, got {value!r}{finite}")
+
+
 def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{type(instance).__name__.lower().replace('config', '')}.{attribute.name}: "
-                          f"expected a positive number, got {value!r}")
+    if value is not None:
+        _check_number(instance, attribute, value, lambda v: v > 0, "a positive number")
 
 
 def _non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigError(f"{type(instance).__name__.lower().replace('config', '')}.{attribute.name}: "
-                          f"expected a number >= 0, got {value!r}")
+    _check_number(instance, attribute, value, lambda v: v >= 0, "a number >= 0")
 
 
 def _positive_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -58,8 +68,35 @@ def _non_negative_int(instance: Any, attribute: attrs.Attribute, value: Any) -> 
 
 
 def _unit_interval(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ConfigError(f"train.{attribute.name}: expected a number in [0, 1), got {value!r}")
+    _check_number(instance, attribute, value, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+def _betas(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Adam's two decay rates, each in [0, 1)."""
+    expected = "two numbers in [0, 1) (e.g. [0.9, 0.999])"
+    if not isinstance(value, tuple) or len(value) != 2:
+        raise ConfigError(f"{_field(instance, attribute)}: expected {expected}, got {_listed(value)!r}")
+    for beta in value:
+        _check_number(instance, attribute, beta, lambda v: 0 <= v < 1, f"{expected}; {_listed(value)!r} holds")
+
+
+def _listed(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _pair(value: Any) -> Any:
+    """Lists become tuples; anything else is left for the validator to name as it was given."""
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def _boolean(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{_field(instance, attribute)}: expected true or false, got {value!r}")
+
+
+def _integer(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{_field(instance, attribute)}: expected an integer, got {value!r}")
 
 
 #: the dtypes a training forward pass may run in (autocast); parameters, optimiser state and EMA stay float32
@@ -110,7 +147,7 @@ class TrainConfig:
     steps: int = attrs.field(default=1000, validator=_positive_int)
     batch_size: int = attrs.field(default=128, validator=_positive_int)
     lr: float = attrs.field(default=2e-4, validator=_positive)
-    betas: tuple[float, float] = attrs.field(default=(0.9, 0.999), converter=tuple)
+    betas: tuple[float, float] = attrs.field(default=(0.9, 0.999), converter=_pair, validator=_betas)
     weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
     warmup: int = attrs.field(default=0, validator=_non_negative_int)
     #: the learning rate falls linearly towards 0 over this fraction of the steps at the end (0 = constant)
@@ -124,11 +161,11 @@ class TrainConfig:
     #: EMA warm-up (EDM's ``ema_rampup``): after s steps the half-life is min(ln 0.5 / ln ema, ema_rampup * s),
     #: so short runs average recent weights rather than the random start; 0 = a fixed decay from step 1
     ema_rampup: float = attrs.field(default=0.05)
-    seed: int = 0
+    seed: int = attrs.field(default=0, validator=_integer)
     log_every: int = attrs.field(default=50, validator=_positive_int)
     eval_every: int | None = attrs.field(default=None, validator=_positive_int)
     checkpoint_every: int | None = attrs.field(default=None, validator=_positive_int)
-    progress: bool = True
+    progress: bool = attrs.field(default=True, validator=_boolean)
 
     @ema_rampup.validator
     def _check_ema_rampup(self, attribute: attrs.Attribute, value: Any) -> None:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import inspect
+import math
+import os
 from typing import Any, Callable
 
 import attrs
@@ -106,6 +108,7 @@ class Model(nn.Module):
         if not is_count(n) or n < 1:
             raise ConfigError(f"n: expected a positive number of samples, got {n!r}")
         n = int(n)
+        self.check_sample_memory(n, steps if is_count(steps) else None, record=record)
         generator = make_generator(seed, self.device)
         if hasattr(self.smoother, "sample") and not flow_options:
             return Samples(self.smoother.sample(n, generator), nfe=1)
@@ -127,6 +130,20 @@ class Model(nn.Module):
                 if bar is not None:
                     bar.close()
         return Samples(x, solver.nfe, solver.trajectory if record else None, times if record else None)
+
+    def check_sample_memory(self, n: int, steps: int | None = None, record: bool = False) -> None:
+        """Refuse (a one-line ConfigError) a draw whose particles alone cannot fit in this machine's memory:
+        ``n * prod(event_shape)`` float32 values times the solver's working copies, plus one copy per time
+        point when the trajectory is recorded; compared with the device's total memory (RAM, or the GPU's)."""
+        shape = tuple(self.flow.event_shape or getattr(self.data, "event_shape", ()) or ())
+        copies = _SOLVER_COPIES + ((steps + 1) if record and steps else 0)
+        need = int(n) * math.prod(shape) * 4 * copies + ((steps + 1) * 4 if steps else 0)  # + the time grid
+        have, where = _device_memory(self.device)
+        if have and need > have:
+            recorded = f" and a recorded trajectory of {steps + 1} time points" if record and steps else ""
+            raise ConfigError(f"n={n}, steps={steps}: {n} samples of shape {shape} need at least {_bytes(need)} "
+                              f"of memory ({_SOLVER_COPIES} working copies of the particles{recorded}), more than "
+                              f"the {_bytes(have)} of {where}; expected fewer samples (--n) or solver steps (--nfe)")
 
     def _solver(self, solver: str | Solver | None) -> Solver:
         if solver is None:
@@ -171,6 +188,31 @@ class Model(nn.Module):
         from diffflow_core.checkpoint import load_model
 
         return load_model(path, map_location=map_location)
+
+
+#: working copies of the particles a solver holds at once (state, drift, a Heun predictor and its drift)
+_SOLVER_COPIES = 4
+
+
+def _device_memory(device: torch.device) -> tuple[int, str]:
+    """Total memory of ``device`` in bytes and its name (0 when unknown)."""
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[1]), f"GPU memory on {device}"
+        except (RuntimeError, AssertionError):
+            return 0, str(device)
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")), "RAM on this machine"
+    except (ValueError, OSError, AttributeError):
+        return 0, "RAM"
+
+
+def _bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if count < 1024 or unit == "EiB":
+            return f"{count:.3g} {unit}"
+        count /= 1024
+    return f"{count:.3g} EiB"
 
 
 class _null_context:

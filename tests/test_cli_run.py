@@ -39,8 +39,6 @@ n = 64
 @pytest.fixture(autouse=True)
 def _registered():
     tinymodel.ensure_registered()
-    yield
-    torch.set_num_threads(torch.get_num_threads())
 
 
 @pytest.fixture(scope="module")

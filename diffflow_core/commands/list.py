@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from diffflow_core.commands.plugins import _table
+from diffflow_core.commands.plugins import _table, shorten
 from diffflow_core.hookspecs import KINDS
 
 
@@ -23,6 +23,6 @@ def run(args) -> int:
         print(json.dumps([e.describe() for e in entries], indent=2))
         return 0
     rows = [("kind", "name", "plugin", "version", "summary")]
-    rows += [(e.kind, e.name, e.plugin, e.version, e.summary[:70]) for e in entries]
+    rows += [(e.kind, e.name, e.plugin, e.version, shorten(e.summary, 70)) for e in entries]
     print(_table(rows))
     return 0

@@ -6,6 +6,7 @@ fails with the strict-mode error.
 from __future__ import annotations
 
 import json
+import textwrap
 
 
 def add_parser(sub) -> None:
@@ -35,6 +36,11 @@ def _print_table(infos) -> None:
     for info in infos:
         if info.error:
             print(f"\n{info.name}: {info.error}")
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` cut at a word boundary to at most ``width`` characters, with an ellipsis when cut."""
+    return textwrap.shorten(text, width, placeholder=" ...")
 
 
 def _table(rows: list[tuple[str, ...]]) -> str:

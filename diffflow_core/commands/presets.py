@@ -12,7 +12,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from diffflow_core.commands.plugins import _table
+    from diffflow_core.commands.plugins import _table, shorten
     from diffflow_core.plugins import registry
 
     presets = registry("presets")
@@ -23,6 +23,6 @@ def run(args) -> int:
     if args.json:
         print(json.dumps([e.describe() for e in entries], indent=2))
         return 0
-    rows = [("preset", "plugin", "summary")] + [(e.name, e.plugin, e.summary[:90]) for e in entries]
+    rows = [("preset", "plugin", "summary")] + [(e.name, e.plugin, shorten(e.summary, 90)) for e in entries]
     print(_table(rows))
     return 0

@@ -56,7 +56,7 @@ def model_arguments(p) -> None:
 def runtime_arguments(p) -> None:
     """Where the work runs (every command that builds or loads a model)."""
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's, one per core)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: one per idle core)")
 
 
 def sampling_arguments(p) -> None:
@@ -135,15 +135,24 @@ def resolve_device(name: str | None):
     return device
 
 
-def set_threads(threads: int | None) -> None:
-    """``--threads``: torch's intra-op threads; None keeps torch's default (one per physical core)."""
+def set_threads(threads: int | None) -> int:
+    """``--threads``: torch's intra-op threads; None gives one per core that other work is not already using.
+
+    Measured (docs/benchmarks/threads.md): while another process keeps one of two cores busy, two threads made
+    every training step many times slower than one, since each parallel region waits for the thread that has
+    no core; on idle cores more threads help the larger networks. So the default counts the idle cores from
+    the 1-minute load average, capped by torch's own default (one per physical core)."""
+    import os
+
     import torch
 
     if threads is None:
-        return
-    if threads < 1:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        threads = max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - round(load)))
+    elif threads < 1:
         raise ConfigError(f"--threads: expected a positive number of threads, got {threads}")
     torch.set_num_threads(threads)
+    return threads
 
 
 def recorded_config(args) -> dict[str, Any]:
@@ -218,11 +227,36 @@ def sampling_options(model, args) -> dict[str, Any]:
     from diffflow_core.interfaces import Flow
 
     options = {k: v for k, v in (("label", args.label), ("guidance", args.guidance)) if v is not None}
-    if options and type(model.flow).sampling is Flow.sampling:
-        flag = "--label" if "label" in options else "--guidance"
+    if not options:
+        return options
+    flag = "--label" if "label" in options else "--guidance"
+    if type(model.flow).sampling is Flow.sampling:
         raise ConfigError(f"{flag}: flow {model.config.flow.name!r} takes no sampling options; expected a "
                           "conditional flow (e.g. the scoreflow-translate preset)")
+    try:  # the flow validates its options on entry: refuse them before any training
+        with model.flow.sampling(**options):
+            pass
+    except ConfigError as exc:
+        field, _, reason = str(exc).partition(": ")
+        flag = f"--{field}" if field in options else flag
+        raise ConfigError(f"{flag}: {reason or exc}") from None
     return options
+
+
+def warn_if_diverged(model, samples) -> bool:
+    """A one-line warning on stderr when the samples' largest magnitude is absurd next to the data's (over
+    1000 x (data's max |x| + 1)): the sampler or the training diverged, though the run itself succeeded."""
+    import sys
+
+    data = getattr(getattr(model, "data", None), "train", None)
+    if data is None or samples.x.numel() == 0:
+        return False
+    largest, scale = float(samples.x.detach().abs().max()), float(data.abs().max())
+    if not largest > 1e3 * (scale + 1):
+        return False
+    print(f"diffflow: warning: the samples reach |x| = {largest:.3g} while the data's largest |x| is {scale:.3g}; "
+          "the sampler or the training diverged (check train.lr and the loss in metrics.jsonl)", file=sys.stderr)
+    return True
 
 
 def run_folder(args, model) -> Path:
@@ -248,10 +282,27 @@ def train(model, out: Path, resume: bool = False) -> dict[str, float]:
     cfg = model.config.train
     every = cfg.checkpoint_every or max(1, cfg.steps // 10)
     history = Trainer(model, out_dir=out, resume=resume or None, checkpoint_every=every).fit(model.data)
+    warn_if_loss_diverged(history, out)
     losses = [v for k in history.records[-1:] for key, v in k.items() if key.startswith("loss/")]
     return {"train_seconds": round(history.seconds, 3), "train_steps": cfg.steps,
             **({"prepare_seconds": round(history.prepare_seconds, 3)} if history.prepare_seconds else {}),
             **({"final_loss": losses[0]} if losses else {})}
+
+
+def warn_if_loss_diverged(history, out: Path) -> bool:
+    """A one-line warning on stderr when a logged loss ended over 100 x its first logged value (a positive
+    loss that grew by orders of magnitude): training diverged, e.g. from too large a train.lr."""
+    import sys
+
+    for key in sorted({k for r in history.records for k in r if k.startswith("loss/")}):
+        values = history.series(key)
+        first, last = values[0], values[-1]
+        if len(values) > 1 and first > 0 and last > 100 * first:
+            print(f"diffflow: warning: training diverged: {key} rose from {first:.3g} (first logged) to "
+                  f"{last:.3g} (last logged); expected it to fall (try a smaller train.lr; logs in "
+                  f"{out / 'metrics.jsonl'})", file=sys.stderr)
+            return True
+    return False
 
 
 def run(args) -> int:
@@ -263,6 +314,7 @@ def run(args) -> int:
     n = args.n if args.n is not None else model.config.sample.n
     if n < 1:
         raise ConfigError(f"--n: expected a positive number of samples, got {n}")
+    model.check_sample_memory(n, steps, record=True)  # as evaluate will draw them: refuse before training
     options = sampling_options(model, args)
     out = run_folder(args, model)
     args.out = str(out)
@@ -278,6 +330,7 @@ def run(args) -> int:
             return 0
         seed = model.config.train.seed
         metrics, samples = evaluate(model, steps, n, seed, **options)
+        warn_if_diverged(model, samples)
         metrics = {**summary, **metrics}
         write_samples(model, samples, out / "samples.npy")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from diffflow_core.commands.eval import load
-    from diffflow_core.commands.run import sampling_options, steps_for_nfe
+    from diffflow_core.commands.run import sampling_options, steps_for_nfe, warn_if_diverged
     from diffflow_core.errors import ConfigError
     from diffflow_core.evaluation import draw_samples, write_samples
 
@@ -35,6 +35,7 @@ def run(args) -> int:
         raise ConfigError(f"--n: expected a positive number of samples, got {args.n}")
     samples = model.sample(args.n, steps_for_nfe(model, args.nfe), seed=args.seed, progress="sample",
                            **sampling_options(model, args))
+    warn_if_diverged(model, samples)
     out = Path(args.out)
     write_samples(model, samples, out)
     picture = draw_samples(model, samples, out.with_suffix(".png"))

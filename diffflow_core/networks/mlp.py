@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor, nn
@@ -28,8 +29,9 @@ class MLP(nn.Module):
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ConfigError(f"activation: expected one of {sorted(_ACTIVATIONS)}, got {activation!r}")
-        if depth < 1 or hidden < 1:
-            raise ConfigError(f"depth/hidden: expected positive integers, got depth={depth}, hidden={hidden}")
+        for name, value in (("hidden", hidden), ("depth", depth), ("embedding_dim", embedding_dim)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ConfigError(f"{name}: expected a positive integer (the MLP's {name}), got {value!r}")
         self.in_shape = tuple(in_shape)
         self.out_shape = tuple(out_shape) if out_shape is not None else self.in_shape
         self.num_classes = num_classes

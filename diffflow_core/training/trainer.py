@@ -233,7 +233,7 @@ class Trainer:
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                         loss = player.loss(next(stream).to(device), generator).float()
                     if not torch.isfinite(loss):
-                        raise FloatingPointError(f"training diverged: {player.name} loss is {float(loss)} "
+                        raise FloatingPointError(f"training diverged: {player.name} loss is {float(loss.detach())} "
                                                  f"at step {step}")
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -352,6 +352,8 @@ class Trainer:
             for key, value in state["ema"].items():
                 if key in ema.shadow:  # checkpoints from before frozen parameters were skipped hold them too
                     ema.shadow[key].copy_(value)
+        elif ema is not None:  # the run so far had no EMA: average from the restored weights, not the initial ones
+            torch._foreach_copy_(*ema._pairs)
         mine = state["rng"][dist.rank]
         torch.set_rng_state(mine["torch"])
         if mine["cuda"]:
