@@ -8,6 +8,7 @@ files without CRCs (saved with ``torch.utils.serialization.config.save.compute_c
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -71,7 +72,13 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb", **options: Any) -> It
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` through :func:`atomic_file`: never a half-written checkpoint."""
     with atomic_file(path) as f:
-        torch.save(obj, f)
+        try:
+            torch.save(obj, f)
+        except RuntimeError as exc:  # torch's zip writer reports a failed write as "unexpected pos"
+            if "unexpected pos" not in str(exc):
+                raise
+            raise OSError(errno.ENOSPC, "no space left on the device while writing it (the previous "
+                          "checkpoint is kept)", str(path)) from None
 
 
 def temp_files(folder: str | os.PathLike) -> list[tuple[Path, int | None]]:
@@ -166,6 +173,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     payload = read_checkpoint(path, map_location)
     if payload.get("config") is None:
         raise CheckpointError(f"checkpoint: {path} records no config; rebuild the model and load_state_dict")
+    _check_providers(payload.get("provenance", {}), path)
     _warn_on_version_mismatch(payload.get("provenance", {}))
     stored = payload.get("data")  # small array data travel with the model (Dataset.state)
     model = build(payload["config"], event_shape=tuple(payload["event_shape"]),
@@ -181,6 +189,17 @@ def load_state(model, state_dict: dict[str, Any], where: str) -> None:
         model.load_state_dict(state_dict)
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint: {where} was written by another model: {exc}") from None
+
+
+def _check_providers(recorded: dict[str, dict[str, str]], path: str | os.PathLike) -> None:
+    """Every component the checkpoint was written with is registered now; else name what to install."""
+    current = provenance({k: {"name": v["name"]} for k, v in recorded.items()})
+    missing = [f"{section} '{then['name']}' from {then['distribution']} {then['version']}"
+               for section, then in recorded.items() if section not in current]
+    if missing:
+        needed = sorted({recorded[s]["distribution"] for s in recorded if s not in current})
+        raise CheckpointError(f"checkpoint: {path} needs {', '.join(missing)}, which no installed plugin provides; "
+                              f"install {', '.join(needed)} (see 'diffflow plugins')")
 
 
 def _warn_on_version_mismatch(recorded: dict[str, dict[str, str]]) -> None:

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import tinymodel  # noqa: E402
@@ -121,3 +122,43 @@ def test_a_diverging_training_warns(tmp_path, capsys):
     (tmp_path / "good").mkdir()
     assert main(["train", _config(tmp_path / "good", steps=20), "--out", str(tmp_path / "good" / "run")]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+# -- checkpoints and the file system -----------------------------------------------------------------------------
+def test_a_checkpoint_whose_plugin_is_missing_names_the_distribution(tmp_path, monkeypatch, fresh_plugins):
+    from diffflow_core import build
+    from diffflow_core.errors import CheckpointError
+    from diffflow_core.model import Model
+
+    model = build({"flow": {"name": "ornstein-uhlenbeck"}, "solver": "euler", "sample": {"steps": 2}})
+    model.save(tmp_path / "ou.pt")
+    monkeypatch.setenv("DIFFFLOW_DISABLE_PLUGINS", "example")
+    fresh_plugins.reset()
+    with pytest.raises(CheckpointError, match=r"needs flow 'ornstein-uhlenbeck' from diffflow-example 0\.\d.*"
+                                              r"install diffflow-example"):
+        Model.load(tmp_path / "ou.pt")
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "r"
+    argv = ["train", "--preset", "rectified-flow", "--steps", "2", "--set", "train.progress=false", "--out", str(out)]
+    assert main(argv) == 0
+    before = (out / "checkpoint.pt").read_bytes()
+
+    def full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1088 vs 998")
+
+    monkeypatch.setattr(torch, "save", full)
+    capsys.readouterr()
+    assert main(["train", "--resume", "--steps", "4", "--out", str(out)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("diffflow: error: ") and "checkpoint.pt: the disk is full" in line
+    assert (out / "checkpoint.pt").read_bytes() == before
+    assert not list(out.glob("*.tmp"))
+
+
+def test_an_out_that_is_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["run", "--preset", "kl", "--out", str(tmp_path / "file")]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("diffflow: error: ") and "file" in line

@@ -285,7 +285,7 @@ def train(model, out: Path, resume: bool = False) -> dict[str, float]:
     warn_if_loss_diverged(history, out)
     losses = [v for k in history.records[-1:] for key, v in k.items() if key.startswith("loss/")]
     return {"train_seconds": round(history.seconds, 3), "train_steps": cfg.steps,
-            **({"prepare_seconds": round(history.prepare_seconds, 3)} if history.prepare_seconds else {}),
+            "prepare_seconds": round(history.prepare_seconds, 3),
             **({"final_loss": losses[0]} if losses else {})}
 
 
