@@ -28,7 +28,7 @@ def main() -> None:
     from discriminator_quality import parse_set
 
     import diffflow_core.training.trainer as trainer_module
-    from diffflow_core.build import build
+    from diffflow_core import build
     from diffflow_core.commands.bench import output_dir
     from diffflow_core.metrics import mode_coverage, w2_ratio
 

@@ -11,7 +11,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 import tinymodel  # noqa: E402
 
-from diffflow_core.build import build  # noqa: E402
+from diffflow_core import build  # noqa: E402
 from diffflow_core.errors import ConfigError  # noqa: E402
 from diffflow_core.training import Trainer  # noqa: E402
 from diffflow_core.training import trainer as trainer_module  # noqa: E402
