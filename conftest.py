@@ -1,4 +1,5 @@
-"""Test-wide settings: one torch thread per xdist worker (2 workers on 2 cores), fresh plugin registries."""
+"""Test-wide settings: one torch thread per xdist worker (2 workers on 2 cores). The ``fresh_plugins`` fixture
+comes from the ``diffflow_core.testing`` pytest plugin."""
 import os
 
 import pytest
@@ -6,17 +7,6 @@ import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(1)
-
-
-@pytest.fixture
-def fresh_plugins():
-    """A plugin manager that rescans entry points, restored afterwards."""
-    from diffflow_core import plugins
-
-    saved = plugins._MANAGER
-    plugins.reset()
-    yield plugins
-    plugins._MANAGER = saved
 
 
 @pytest.fixture(autouse=True)

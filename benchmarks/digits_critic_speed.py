@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from diffflow_core.build import build
+from diffflow_core import build
 from diffflow_core.commands.bench import output_dir
 from diffflow_core.interfaces import Batch
 

@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from diffflow_core.build import build
+from diffflow_core import build
 from diffflow_core.commands.bench import output_dir
 from diffflow_core.training import Trainer
 

@@ -52,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from diffflow_core.build import build
+    from diffflow_core import build
     from diffflow_core.commands.bench import output_dir
     from diffflow_core.metrics import mode_coverage, w2_ratio
     from diffflow_core.training import Trainer

@@ -143,7 +143,7 @@ def engine_case(device: torch.device, network: Any, batch: int, resolution: int,
 def flow_case(name: str, preset: str, n: int, device: torch.device, steps: int, warmup: int,
               overrides: dict[str, Any]) -> dict[str, Any]:
     """Euler steps of a preset's particle flow on ``n`` particles (one drift evaluation each)."""
-    from diffflow_core import build
+    from diffflow_core import Evaluator, SamplingContext, build
     from diffflow_core.data import load_dataset
 
     data = load_dataset({"name": "ring5", "n_train": 20_000, "n_test": 1000})
@@ -153,10 +153,11 @@ def flow_case(name: str, preset: str, n: int, device: torch.device, steps: int, 
     x = flow.prior(n, generator=generator, device=device)
     times = flow.time_grid(model.config.sample.steps).to(device=device, dtype=x.dtype)
     state = {"x": x, "i": 0}
+    drift = Evaluator(flow, smoother, SamplingContext(generator, steps=times.numel() - 1))
 
     def step() -> torch.Tensor:
         i = state["i"] % (times.numel() - 1)
-        state["x"] = solver.step(flow, smoother, state["x"], times[i], times[i + 1], generator=generator, last=False)
+        state["x"] = solver.step(drift, state["x"], times[i], times[i + 1])
         state["i"] += 1
         return state["x"]
 

@@ -41,7 +41,7 @@ def child(mode: str, n: int) -> dict:
             return out[0] - out[1]
     else:
         def step() -> torch.Tensor:
-            return flow.drift(x, t)
+            return flow.evaluate_drift(x, t)
 
     start = time.perf_counter()
     v = step()

@@ -27,7 +27,7 @@ from functools import partial
 
 import torch
 
-from diffflow_core.build import build
+from diffflow_core import build
 from diffflow_core.commands.bench import output_dir
 from diffflow_core.data import load_dataset
 from diffflow_core.interfaces import Batch

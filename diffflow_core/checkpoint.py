@@ -164,24 +164,15 @@ def _verify_crcs(path: Path) -> None:
                               "written with it (the file changed after it was saved); restore it from a copy")
 
 
-def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
-    """The model a checkpoint holds, on the device ``map_location`` names (``build`` makes it on the CPU;
-    loading copies the weights into it, so it is moved afterwards)."""
-    from diffflow_core.build import build
-    from diffflow_core.data import Dataset
-
+def read_model_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint :meth:`Model.load <diffflow_core.model.Model.load>` can rebuild: it records a config and
+    every component it names is provided now (a provider of another version is a warning)."""
     payload = read_checkpoint(path, map_location)
     if payload.get("config") is None:
         raise CheckpointError(f"checkpoint: {path} records no config; rebuild the model and load_state_dict")
     _check_providers(payload.get("provenance", {}), path)
     _warn_on_version_mismatch(payload.get("provenance", {}))
-    stored = payload.get("data")  # small array data travel with the model (Dataset.state)
-    model = build(payload["config"], event_shape=tuple(payload["event_shape"]),
-                  data=Dataset.from_state(stored) if stored is not None else None)
-    load_state(model, payload["state_dict"], str(path))
-    if isinstance(map_location, (str, torch.device)):
-        model.to(map_location)
-    return model
+    return payload
 
 
 def load_state(model, state_dict: dict[str, Any], where: str) -> None:

@@ -9,9 +9,11 @@ These classes are the plugin contract: third-party plugins subclass them and not
 """
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
-from typing import Any, Callable, ClassVar, Iterable, Sequence
+from types import MappingProxyType
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 import attrs
 import torch
@@ -20,7 +22,11 @@ from torch import Tensor, nn
 from diffflow_core.errors import ConfigError
 from diffflow_core.tensors import draw_device
 
-__all__ = ["Flow", "Objective", "Smoother", "Solver", "Player", "Batch", "StepInfo", "check_finite"]
+__all__ = ["Flow", "Objective", "Smoother", "IdentitySmoother", "Solver", "Solution", "SamplingContext", "Evaluator",
+           "Player", "Batch", "StepInfo", "check_finite"]
+
+#: Grid size on which :attr:`Flow.is_stochastic` evaluates an undeclared flow's diffusion.
+_PROBE_STEPS = 8
 
 
 @attrs.frozen
@@ -37,6 +43,19 @@ class Batch:
         return self.x.shape[0]
 
 
+@attrs.frozen
+class SamplingContext:
+    """What one solve hands down to the flow (DESIGN §1, §7): the random generator every draw of the solve uses,
+    the validated sampling options (``label``, ``guidance``, ...) and the index of the current step among
+    ``steps``. It is per call and immutable, so a flow keeps no randomness or options as instance state and a
+    shared model can sample from two threads."""
+
+    generator: torch.Generator | None = None
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda o: MappingProxyType(dict(o)))
+    step: int = 0
+    steps: int = 1
+
+
 class Flow(nn.Module):
     """The drift ``v(x, t)`` of a particle batch and its diffusion coefficient ``g(t)``.
 
@@ -46,6 +65,10 @@ class Flow(nn.Module):
     Time conventions are the flow's: :meth:`time_grid` returns the grid a solver integrates over (it may
     decrease, e.g. EDM integrates sigma from sigma_max down to 0) and :meth:`prior` draws the particles at
     ``times[0]``.
+
+    A flow that needs the solve's generator or sampling options declares ``drift(self, x, t, context)``; a plain
+    ``drift(self, x, t)`` keeps working. Callers go through :meth:`evaluate_drift`, which passes the
+    :class:`SamplingContext` only to drifts that declare it (detected once per class, :attr:`takes_context`).
     """
 
     #: Shape of one particle (set by ``build`` from the data, or given by the user).
@@ -55,10 +78,28 @@ class Flow(nn.Module):
     #: True when the drift couples the particles of a batch (KDE scores, MMD witness functions, batch moments).
     #: Such a drift is no vector field on R^d, so the change of variables of SPEC §1.7 gives no density.
     interacting: bool = False
+    #: Whether the flow has a non-zero diffusion; ``None`` decides from the values :meth:`diffusion` returns on
+    #: the flow's time grid, so an ODE flow that overrides ``diffusion`` to return 0 is an ODE.
+    stochastic: ClassVar[bool | None] = None
+    #: Names of the sampling options (``Model.sample(**options)``) the flow accepts; see
+    #: :meth:`check_sampling_options`.
+    sampling_options: ClassVar[tuple[str, ...]] = ()
+    #: Whether :meth:`drift` declares a third parameter ``context`` (set for each subclass at class creation).
+    takes_context: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.takes_context = "context" in inspect.signature(cls.drift).parameters
 
     def drift(self, x: Tensor, t: Tensor) -> Tensor:
         """Return ``v(x, t)``, same shape as ``x``; ``t`` is a scalar tensor or shape ``[N]``."""
         raise NotImplementedError(f"{type(self).__name__} must implement drift(x, t)")
+
+    def evaluate_drift(self, x: Tensor, t: Tensor, context: SamplingContext | None = None) -> Tensor:
+        """``v(x, t)`` under ``context`` (an empty one when None), whichever signature :meth:`drift` declares."""
+        if self.takes_context:
+            return self.drift(x, t, context if context is not None else SamplingContext())
+        return self.drift(x, t)
 
     def diffusion(self, t: Tensor) -> Tensor | float:
         """Return ``g(t)`` of ``dx = v dt + g dW``; 0 (the default) makes the flow an ODE."""
@@ -66,8 +107,11 @@ class Flow(nn.Module):
 
     @property
     def is_stochastic(self) -> bool:
-        """Whether :meth:`diffusion` is non-zero somewhere; ODE-only solvers reject such flows."""
-        return type(self).diffusion is not Flow.diffusion
+        """Whether :meth:`diffusion` is non-zero somewhere: the :attr:`stochastic` declaration, else the values
+        ``diffusion`` returns on :meth:`time_grid`. ODE-only solvers reject stochastic flows."""
+        if self.stochastic is not None:
+            return self.stochastic
+        return any(bool((torch.as_tensor(self.diffusion(t)) != 0).any()) for t in self.time_grid(_PROBE_STEPS))
 
     def time_grid(self, steps: int) -> Tensor:
         """The default grid of ``steps + 1`` times for sampling with ``steps`` solver steps: uniform on [0, 1]."""
@@ -90,7 +134,7 @@ class Flow(nn.Module):
         if self.is_stochastic:
             raise ConfigError(f"flow {type(self).__name__} is stochastic and defines no probability-flow ODE "
                               "(override ode_drift to enable log_prob)")
-        return self.drift(x, t)
+        return self.evaluate_drift(x, t)
 
     @property
     def likelihood(self) -> str | None:
@@ -109,19 +153,26 @@ class Flow(nn.Module):
         flat = x.flatten(1)
         return -0.5 * (flat.pow(2).sum(1) + flat.shape[1] * math.log(2 * math.pi))
 
-    def sampling(self, **options):
-        """A context manager that applies sampling options (class label, guidance, ...) during a solve."""
-        raise ConfigError(f"flow {type(self).__name__} accepts no sampling options, got {sorted(options)}")
+    def check_sampling_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate sampling options (class label, guidance, ...) before any work and return them normalised, as
+        :class:`SamplingContext` carries them. Names outside :attr:`sampling_options` are refused."""
+        unknown = sorted(set(options) - set(self.sampling_options))
+        if unknown:
+            accepted = f"expected some of {', '.join(self.sampling_options)}" if self.sampling_options else "none"
+            raise ConfigError(f"flow {type(self).__name__} accepts {accepted} as sampling options, got {unknown}")
+        return dict(options)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:  # nn.Module entry point == drift
-        return self.drift(x, t)
+    def forward(self, x: Tensor, t: Tensor, context: SamplingContext | None = None) -> Tensor:
+        """nn.Module entry point: :meth:`evaluate_drift`."""
+        return self.evaluate_drift(x, t, context)
 
 
 class Smoother:
     """How a drift moves particles (SPEC §2.3, §2.5): identity, a generator's NTK, or a kernel.
 
     ``velocity`` is the effective particle velocity ``A[v]``; ``advance`` performs one explicit step of
-    size ``dt`` and returns the new particles (for a generator this is an optimiser step on its weights).
+    size ``dt`` and returns the new particles (for a generator this is an optimiser step on its weights). Both
+    hand the solve's :class:`SamplingContext` on to the flow (:meth:`Flow.evaluate_drift`).
     """
 
     name: ClassVar[str] = "smoother"
@@ -129,70 +180,151 @@ class Smoother:
     #: probability-flow ODE describes the sample law; a generator's or a kernel's samples are not.
     integrates_flow: ClassVar[bool] = False
 
-    def velocity(self, flow: Flow, x: Tensor, t: Tensor) -> Tensor:
-        return flow.drift(x, t)
+    def velocity(self, flow: Flow, x: Tensor, t: Tensor, context: SamplingContext) -> Tensor:
+        return flow.evaluate_drift(x, t, context)
 
-    def advance(self, flow: Flow, x: Tensor, t: Tensor, dt: Tensor) -> Tensor:
-        return x + dt * self.velocity(flow, x, t)
+    def advance(self, flow: Flow, x: Tensor, t: Tensor, dt: Tensor, context: SamplingContext) -> Tensor:
+        return x + dt * self.velocity(flow, x, t, context)
+
+
+class IdentitySmoother(Smoother):
+    """Free particles (a particle model): the velocity is the drift, a step is ``x + dt * v``. The smoother a
+    solve uses when given none, so it lives with the contract (``diffflow_core.smoothers`` re-exports it)."""
+
+    name = "identity"
+    integrates_flow = True
+
+
+@attrs.frozen
+class Solution:
+    """What :meth:`Solver.solve` returns: the final particles ``x``, the number of drift evaluations ``nfe``
+    and, with ``record=True``, the ``trajectory`` ``[len(times), *x.shape]`` and its ``times``."""
+
+    x: Tensor
+    nfe: int
+    trajectory: Tensor | None = None
+    times: Tensor | None = None
+
+
+@attrs.define(eq=False)
+class Evaluator:
+    """The drift of one solve as a solver's :meth:`Solver.step` sees it: bound to the flow, the smoother and the
+    current step's :class:`SamplingContext`, and counting every evaluation. :meth:`Solver.solve` creates one per
+    call, so the count (and a multistep solver's :attr:`memory`) never lives on a shared solver."""
+
+    flow: Flow
+    smoother: Smoother
+    context: SamplingContext
+    nfe: int = 0
+    #: Per-solve scratch space (a multistep solver's past velocities); discarded when the solve returns.
+    memory: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def generator(self) -> torch.Generator | None:
+        return self.context.generator
+
+    @property
+    def last(self) -> bool:
+        """Whether the current step is the last of the grid."""
+        return self.context.step == self.context.steps - 1
+
+    def velocity(self, x: Tensor, t: Tensor) -> Tensor:
+        """One evaluation of the smoothed drift ``A[v](x, t)``."""
+        self.nfe += 1
+        return self.smoother.velocity(self.flow, x, t, self.context)
+
+    def advance(self, x: Tensor, t: Tensor, dt: Tensor) -> Tensor:
+        """One explicit step of size ``dt`` through the smoother (one evaluation)."""
+        self.nfe += 1
+        return self.smoother.advance(self.flow, x, t, dt, self.context)
+
+    def call(self, estimator: Callable[..., Tensor], *args: Any, **kwargs: Any) -> Tensor:
+        """One evaluation of a flow's own estimator that a family sampler calls (a score, an ancestral step)."""
+        self.nfe += 1
+        return estimator(*args, **kwargs)
 
 
 class Solver:
     """Integrates a flow over a time grid (DESIGN §1 contract).
 
-    Subclasses declare :attr:`order` and :attr:`stochastic` (whether they handle a non-zero diffusion) and
-    implement :meth:`step`. :meth:`solve` validates input, loops over the grid, counts drift evaluations
-    (:attr:`nfe`), stops on NaN/Inf naming the step and time, and records or reports each step.
+    Subclasses declare :attr:`order`, :attr:`evaluations_per_step` (or override :meth:`nfe` when a grid's count
+    is not a multiple of its steps), :attr:`stochastic` (whether they handle a non-zero diffusion) and
+    :attr:`requires` (what they call on a flow), and implement :meth:`step` through the :class:`Evaluator` they
+    are handed. :meth:`solve` refuses a flow the solver does not fit before any work, loops over the grid, counts
+    every evaluation, stops on NaN/Inf naming the step and time, and records or reports each step. A solver keeps
+    no per-call state, so one instance may serve several solves at once.
     """
 
     order: ClassVar[int] = 1
+    evaluations_per_step: ClassVar[int] = 1
     stochastic: ClassVar[bool] = False
+    #: Attributes the solver calls on a flow beyond the contract (e.g. ``("ancestral_step",)``).
+    requires: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self) -> None:
-        self.nfe = 0
+    def nfe(self, steps: int, flow: Flow) -> int:
+        """The number of evaluations a grid of ``steps`` steps costs on ``flow``."""
+        return self.evaluations_per_step * steps
 
-    def _velocity(self, flow: Flow, smoother: Smoother, x: Tensor, t: Tensor) -> Tensor:
-        self.nfe += 1
-        return smoother.velocity(flow, x, t)
+    def steps_for(self, nfe: int, flow: Flow) -> int:
+        """The most steps whose :meth:`nfe` fits in a budget of ``nfe`` evaluations (0 when not even one)."""
+        steps = nfe // max(1, self.evaluations_per_step)  # nfe(steps) <= evaluations_per_step * steps
+        while self.nfe(steps + 1, flow) <= nfe:
+            steps += 1
+        while steps > 0 and self.nfe(steps, flow) > nfe:
+            steps -= 1
+        return steps
 
-    def step(self, flow: Flow, smoother: Smoother, x: Tensor, t0: Tensor, t1: Tensor, *,
-             generator: torch.Generator | None, last: bool) -> Tensor:
-        raise NotImplementedError
+    def check(self, flow: Flow) -> None:
+        """Refuse, with a one-line ConfigError, a flow this solver cannot integrate."""
+        name = type(self).__name__
+        if flow.is_stochastic and not self.stochastic:
+            raise ConfigError(
+                f"solver {name} integrates ODEs only, but flow {type(flow).__name__} has a "
+                "non-zero diffusion; use a stochastic solver such as 'euler-maruyama'")
+        missing = [attr for attr in self.requires if not hasattr(flow, attr)]
+        if missing:
+            raise ConfigError(f"solver {name}: needs a flow with {', '.join(self.requires)}; flow "
+                              f"{type(flow).__name__} has no {', '.join(missing)}")
+
+    def step(self, drift: Evaluator, x: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
+        """Advance ``x`` from ``t0`` to ``t1``, evaluating only through ``drift``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement step(drift, x, t0, t1)")
 
     def solve(self, flow: Flow, x0: Tensor, times: Tensor | Sequence[float], *,
-              smoother: Smoother | None = None, generator: torch.Generator | None = None,
-              callback: Callable[[StepInfo], None] | None = None, record: bool = False) -> Tensor:
-        """Integrate ``flow`` from ``times[0]`` to ``times[-1]`` starting at ``x0``; return the final particles.
+              smoother: Smoother | None = None, context: SamplingContext | None = None,
+              generator: torch.Generator | None = None, callback: Callable[[StepInfo], None] | None = None,
+              record: bool = False) -> Solution:
+        """Integrate ``flow`` from ``times[0]`` to ``times[-1]`` starting at ``x0``.
 
-        With ``record=True`` the trajectory ``[len(times), *x0.shape]`` is kept in :attr:`trajectory`.
+        ``context`` carries the generator and sampling options (validated by ``flow.check_sampling_options``)
+        down to the flow; ``generator`` alone is short for ``SamplingContext(generator)``. With ``record=True`` the solution holds the trajectory and its times.
         """
-        from diffflow_core.smoothers import IdentitySmoother
-
+        if context is not None and generator is not None:
+            raise ConfigError("generator: give it inside context, or pass no context")
         times = torch.as_tensor(times, dtype=x0.dtype, device=x0.device)
         if times.ndim != 1 or times.numel() < 2:
             raise ConfigError(f"times: expected a 1-D grid of at least 2 points, got shape {tuple(times.shape)}")
         diffs = times[1:] - times[:-1]
         if not (bool((diffs > 0).all()) or bool((diffs < 0).all())):
             raise ConfigError("times: expected a strictly monotone grid (increasing or decreasing)")
-        if flow.is_stochastic and not self.stochastic:
-            raise ConfigError(
-                f"solver {type(self).__name__} integrates ODEs only, but flow {type(flow).__name__} has a "
-                "non-zero diffusion; use a stochastic solver such as 'euler-maruyama'")
+        self.check(flow)
         check_finite(x0, "x0")
-        smoother = smoother if smoother is not None else IdentitySmoother()
-        self.nfe = 0
         steps = times.numel() - 1
+        context = context if context is not None else SamplingContext(generator)
+        context = attrs.evolve(context, options=flow.check_sampling_options(context.options), steps=steps)
+        drift = Evaluator(flow, smoother if smoother is not None else IdentitySmoother(), context)
         trajectory = [x0.detach().clone()] if record else None
         x = x0
         for i in range(steps):
             t0, t1 = times[i], times[i + 1]
-            x = self.step(flow, smoother, x, t0, t1, generator=generator, last=i == steps - 1)
+            drift.context = attrs.evolve(context, step=i)
+            x = self.step(drift, x, t0, t1)
             check_finite(x, f"particles after step {i + 1}/{steps} (t={float(t1):.6g})")
             if trajectory is not None:
                 trajectory.append(x.detach().clone())
             if callback is not None:
-                callback(StepInfo(i=i, t=t1, x=x, nfe=self.nfe))
-        self.trajectory = torch.stack(trajectory) if trajectory is not None else None
-        return x
+                callback(StepInfo(i=i, t=t1, x=x, nfe=drift.nfe))
+        return Solution(x, drift.nfe, torch.stack(trajectory) if record else None, times if record else None)
 
 
 @attrs.frozen

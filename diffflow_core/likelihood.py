@@ -123,16 +123,16 @@ def log_prob(model_or_flow: Any, x: Tensor, *, steps: int = 256, solver: str | S
     bar = progress_bar(times.numel() - 1, "likelihood", enabled=progress)
     try:
         with torch.no_grad():
-            end = solver.solve(_Augmented(flow, tuple(x.shape[1:]), eps), state, times,
-                               callback=step_callback(bar))
+            solution = solver.solve(_Augmented(flow, tuple(x.shape[1:]), eps), state, times,
+                                    callback=step_callback(bar))
     except FloatingPointError as exc:
         raise FloatingPointError(f"likelihood solve (probability-flow ODE from the data to the prior): {exc}") \
             from None
     finally:
         if bar is not None:
             bar.close()
-    z = end[:, :-1].reshape(x.shape)
-    nats = flow.prior_log_prob(z) + end[:, -1]
+    z = solution.x[:, :-1].reshape(x.shape)
+    nats = flow.prior_log_prob(z) + solution.x[:, -1]
     if dequantize is not None:
         nats = nats + dims * math.log(dequantize)
-    return LogProb(nats=nats, bpd=-nats / (dims * math.log(2)), nfe=solver.nfe)
+    return LogProb(nats=nats, bpd=-nats / (dims * math.log(2)), nfe=solution.nfe)

@@ -10,12 +10,13 @@ import attrs
 import torch
 from torch import Tensor, nn
 
-from diffflow_core.config import ModelConfig
-from diffflow_core.data import Dataset
+from diffflow_core.config import ComponentSpec, ModelConfig, load_config
+from diffflow_core.data import Dataset, load_dataset
 from diffflow_core.errors import ConfigError
-from diffflow_core.interfaces import Flow, Objective, Smoother, Solver, StepInfo, check_steps, is_count
+from diffflow_core.interfaces import (Flow, Objective, SamplingContext, Smoother, Solver, StepInfo, check_steps,
+                                     is_count)
 
-__all__ = ["Model", "Samples", "build_component", "make_generator"]
+__all__ = ["Model", "Samples", "build", "build_component", "make_generator"]
 
 
 @attrs.frozen
@@ -74,6 +75,47 @@ class Model(nn.Module):
         self.config = config
         self.data = data
 
+    @classmethod
+    def from_config(cls, config: ModelConfig, *, data: Any = None,
+                    event_shape: tuple[int, ...] | None = None) -> "Model":
+        """Create every component ``config`` names and assemble them (:func:`build` and :meth:`load` end here).
+
+        ``data`` (a name, an array, a path or a Dataset) replaces the config's data and is recorded in
+        ``config.data`` when it has a name or a path; components receive ``event_shape``, ``data`` and
+        ``num_classes`` when their constructors accept them. Components are built under ``train.seed`` (in a
+        forked random state: the caller's is untouched), so the same config gives the same initial weights.
+        """
+        dataset: Dataset | None = None
+        if data is not None:
+            dataset = load_dataset(data)
+            if dataset.path is not None:  # a file, by absolute path: the config rebuilds from any working directory
+                if config.data is None or config.data.name != dataset.path:  # (stored data keep their params)
+                    config.data = ComponentSpec(dataset.path)
+            elif isinstance(data, str):
+                config.data = ComponentSpec(data)
+            elif type(dataset) is Dataset:  # in-memory data have no name to record (checkpoints store small data)
+                config.data = None
+        elif config.data is not None:
+            dataset = load_dataset(config.data.name, **config.data.params)
+            if dataset.path is not None:
+                config.data.name = dataset.path
+        if event_shape is not None and dataset is not None and tuple(event_shape) != dataset.event_shape:
+            raise ConfigError(f"event_shape: {tuple(event_shape)} does not match the data '{dataset.name}', whose "
+                              f"rows have shape {dataset.event_shape}; omit event_shape or give data of that shape")
+        shape = tuple(event_shape) if event_shape is not None else (dataset.event_shape if dataset else None)
+        context: dict[str, Any] = {"event_shape": shape, "data": dataset,
+                                   "num_classes": dataset.num_classes if dataset is not None else None}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.train.seed)
+            flow = build_component("flows", config.flow, context)
+            if shape is not None:
+                flow.event_shape = shape
+            context["flow"] = flow
+            objective = build_component("objectives", config.objective, context) if config.objective else None
+            smoother = build_component("smoothers", config.smoother, context)
+            solver = build_component("solvers", config.solver, context)
+        return cls(flow, objective, smoother, solver, config=config, data=dataset)
+
     @property
     def device(self) -> torch.device:
         """Where the model lives: its first parameter's device, else its first buffer's (an MMD flow holds only
@@ -99,9 +141,10 @@ class Model(nn.Module):
         """Draw ``n`` samples with ``steps`` solver steps (defaults from the config); NFE is reported.
 
         A generator smoother samples with one network pass (1 NFE); otherwise particles start from the
-        flow's prior and are integrated over ``flow.time_grid(steps)``. Extra keyword options go to the
-        flow's ``sampling`` context (e.g. ``label=3, guidance=2.0``) when it supports one. ``progress``
-        names a progress bar over the solver steps (None: no bar).
+        flow's prior and are integrated over ``flow.time_grid(steps)``. Extra keyword options (e.g. ``label=3,
+        guidance=2.0``) are validated by ``flow.check_sampling_options`` and reach the flow in the solve's
+        :class:`SamplingContext`, with ``seed``'s generator. ``progress`` names a progress bar over the solver
+        steps (None: no bar).
         """
         n = n if n is not None else (self.config.sample.n if self.config else 2000)
         steps = steps if steps is not None else (self.config.sample.steps if self.config else None)
@@ -116,20 +159,20 @@ class Model(nn.Module):
             raise ConfigError("steps: sampling needs an explicit number of solver steps")
         steps = check_steps(steps)
         solver = self._solver(solver)
+        solver.check(self.flow)
+        context = SamplingContext(generator, self.flow.check_sampling_options(flow_options))
         times = self.flow.time_grid(steps).to(self.device)
-        context = self.flow.sampling(**flow_options) if flow_options else _null_context()
         from diffflow_core.progress import progress_bar, step_callback
 
         bar = progress_bar(steps, progress, enabled=progress is not None)
-        with context:
-            x0 = self.flow.prior(n, generator=generator, device=self.device)
-            try:
-                x = solver.solve(self.flow, x0, times, smoother=self.smoother, generator=generator,
-                                 callback=step_callback(bar, callback), record=record)
-            finally:
-                if bar is not None:
-                    bar.close()
-        return Samples(x, solver.nfe, solver.trajectory if record else None, times if record else None)
+        x0 = self.flow.prior(n, generator=generator, device=self.device)
+        try:
+            solution = solver.solve(self.flow, x0, times, smoother=self.smoother, context=context,
+                                    callback=step_callback(bar, callback), record=record)
+        finally:
+            if bar is not None:
+                bar.close()
+        return Samples(solution.x, solution.nfe, solution.trajectory, solution.times)
 
     def check_sample_memory(self, n: int, steps: int | None = None, record: bool = False) -> None:
         """Refuse (a one-line ConfigError) a draw whose particles alone cannot fit in this machine's memory:
@@ -160,8 +203,6 @@ class Model(nn.Module):
         from diffflow_core.training import Trainer
 
         if data is not None:
-            from diffflow_core.data import load_dataset
-
             self.data = load_dataset(data)
         if self.data is None:
             raise ConfigError("data: fit() needs data (a dataset name, a .npy path, an array or a tensor)")
@@ -185,9 +226,38 @@ class Model(nn.Module):
 
     @classmethod
     def load(cls, path: str, map_location: str | torch.device = "cpu") -> "Model":
-        from diffflow_core.checkpoint import load_model
+        """The model a checkpoint holds, on the device ``map_location`` names: rebuilt from the stored config on
+        the CPU (with the stored small data, if any), the weights copied in, then moved."""
+        from diffflow_core.checkpoint import load_state, read_model_checkpoint
 
-        return load_model(path, map_location=map_location)
+        payload = read_model_checkpoint(path, map_location)
+        stored = payload.get("data")  # small array data travel with the model (Dataset.state)
+        model = cls.from_config(load_config(payload["config"]), event_shape=tuple(payload["event_shape"]),
+                                data=Dataset.from_state(stored) if stored is not None else None)
+        load_state(model, payload["state_dict"], str(path))
+        if isinstance(map_location, (str, torch.device)):
+            model.to(map_location)
+        return model
+
+
+def build(config: str | os.PathLike | dict[str, Any] | ModelConfig | None = None, *, preset: str | None = None,
+          data: Any = None, event_shape: tuple[int, ...] | None = None, device: str | torch.device | None = None,
+          **overrides: Any) -> Model:
+    """Build a :class:`Model` by component names.
+
+    ``config`` is a TOML path, a dict or a :class:`ModelConfig`; ``preset`` names a registered recipe that
+    ``config`` and ``overrides`` (section=value keyword arguments) are merged onto; :meth:`Model.from_config`
+    then creates the components (``data``, a name, an array, a path or a Dataset, overrides the config's data;
+    the same config gives the same initial weights). The model is moved to ``device`` (default: where it was
+    built, the CPU).
+    """
+    if isinstance(config, ModelConfig) and not (preset or overrides):
+        cfg = config
+    else:  # a ModelConfig with overrides is merged like a dict, never silently ignoring them
+        source = config.as_dict() if isinstance(config, ModelConfig) else config
+        cfg = load_config(source, preset=preset, overrides=overrides)
+    model = Model.from_config(cfg, data=data, event_shape=event_shape)
+    return model.to(device) if device is not None else model
 
 
 #: working copies of the particles a solver holds at once (state, drift, a Heun predictor and its drift)
@@ -213,11 +283,3 @@ def _bytes(count: float) -> str:
             return f"{count:.3g} {unit}"
         count /= 1024
     return f"{count:.3g} EiB"
-
-
-class _null_context:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None

@@ -86,12 +86,14 @@ def _draw_background(ax, background: Callable[[Tensor], Tensor], xlim, ylim, res
 
 
 def _drift(flow, x: Tensor, t: float) -> Tensor:
-    """The flow's drift at the panel's particles (the whole batch: interacting flows need it)."""
+    """The flow's drift at the panel's particles (the whole batch: interacting flows need it); a Flow is evaluated
+    through ``evaluate_drift`` (a drift that takes a sampling context gets an empty one)."""
     param = next(iter(flow.parameters()), None) if hasattr(flow, "parameters") else None
     dtype = param.dtype if param is not None else torch.float32
     device = param.device if param is not None else "cpu"
     x = x.to(device, dtype)
-    return flow.drift(x, torch.tensor(t, dtype=dtype, device=device)).detach().cpu().double()
+    drift = getattr(flow, "evaluate_drift", flow.drift)
+    return drift(x, torch.tensor(t, dtype=dtype, device=device)).detach().cpu().double()
 
 
 def snapshots(trajectory, path, times: Sequence[float] | Tensor | None = None, flow=None, data=None,

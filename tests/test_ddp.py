@@ -13,7 +13,7 @@ SCRIPT = textwrap.dedent("""
     torch.set_num_threads(1)
     sys.path.insert(0, {tests!r})
     import tinymodel
-    from diffflow_core.build import build
+    from diffflow_core import build
     from diffflow_core.training import Trainer
 
     tinymodel.ensure_registered()

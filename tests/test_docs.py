@@ -683,8 +683,9 @@ def test_cited_tests_exist():
     failures, checked = [], 0
     for page in PAGES:
         text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
-        for name in re.findall(r"`(?:[\w/.-]+::)?(test_\w+)(?:\(\))?`", text):
-            if name.startswith("test_docs"):
+        for path, name in re.findall(r"`([\w/.-]+::)?(test_\w+)(?:\(\))?`", text):
+            # a bare name of one or two words is a parameter or a file (`test_fraction`, CIFAR's `test_batch`)
+            if name.startswith("test_docs") or (not path and name.count("_") < 3):
                 continue
             checked += 1
             if name not in defined:

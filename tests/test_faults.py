@@ -190,7 +190,7 @@ DDP_SCRIPT = textwrap.dedent("""
     torch.set_num_threads(1)
     sys.path.insert(0, {tests!r})
     import tinymodel
-    from diffflow_core.build import build
+    from diffflow_core import build
     from diffflow_core.training import Trainer
     from diffflow_core.training.distributed import DistContext
 

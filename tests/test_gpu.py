@@ -18,7 +18,7 @@ import os
 import pytest
 import torch
 
-from diffflow_core import Batch, Flow, Model, build, registry
+from diffflow_core import Batch, Flow, Model, SamplingContext, build, registry
 from diffflow_core.data import load_dataset
 from diffflow_core.smoothers import GeneratorSmoother, IdentitySmoother
 
@@ -86,9 +86,10 @@ def test_ode_solvers_give_the_cpu_result_on_the_device(device, name, tol):
     x0 = 2 * torch.randn(4096, 2, generator=cpu_generator(1), dtype=torch.float64)
     times = torch.linspace(0, 1, 101, dtype=torch.float64)
     solver = registry("solvers").create(name)
-    on_cpu = solver.solve(Decay(), x0, times)
-    on_device = solver.solve(Decay(), x0.to(device), times.to(device))
-    assert on(on_device, device) and solver.nfe == (100 if name == "euler" else 200)
+    on_cpu = solver.solve(Decay(), x0, times).x
+    solution = solver.solve(Decay(), x0.to(device), times.to(device))
+    on_device = solution.x
+    assert on(on_device, device) and solution.nfe == (100 if name == "euler" else 200)
     torch.testing.assert_close(on_device.cpu(), on_cpu, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(on_cpu, x0 * math.exp(-1), rtol=tol, atol=tol)
 
@@ -98,8 +99,8 @@ def test_euler_maruyama_with_a_cpu_generator_draws_the_cpu_noise_on_the_device(d
     x0 = 2 * torch.randn(2048, 2, generator=cpu_generator(1), dtype=torch.float64)
     times = torch.linspace(0, 1, 21, dtype=torch.float64)
     em = registry("solvers").create("euler-maruyama")
-    on_cpu = em.solve(OrnsteinUhlenbeck(), x0, times, generator=cpu_generator(5))
-    on_device = em.solve(OrnsteinUhlenbeck(), x0.to(device), times.to(device), generator=cpu_generator(5))
+    on_cpu = em.solve(OrnsteinUhlenbeck(), x0, times, generator=cpu_generator(5)).x
+    on_device = em.solve(OrnsteinUhlenbeck(), x0.to(device), times.to(device), generator=cpu_generator(5)).x
     assert on(on_device, device)
     torch.testing.assert_close(on_device.cpu(), on_cpu, rtol=1e-12, atol=1e-12)
 
@@ -112,14 +113,14 @@ def test_euler_maruyama_on_a_device_generator_has_the_exact_discrete_gaussian_la
     generator = torch.Generator(device=device).manual_seed(0)
     x0 = math.sqrt(v0) * torch.randn(n, 2, generator=generator, device=device, dtype=torch.float64)
     em = registry("solvers").create("euler-maruyama")
-    x = em.solve(OrnsteinUhlenbeck(), x0, times, generator=generator)
+    x = em.solve(OrnsteinUhlenbeck(), x0, times, generator=generator).x
     assert on(x, device)
     var = (1 - dt) ** (2 * steps) * v0 + 2 * dt * sum((1 - dt) ** (2 * j) for j in range(steps))
     assert float(x.mean(0).abs().max()) < 5 * math.sqrt(var / n)
     assert x.var(0).cpu().tolist() == pytest.approx([var, var], rel=5 * math.sqrt(2 / n))
     reseeded = torch.Generator(device=device).manual_seed(0)  # the same seed on the device: the same path
     x0_again = math.sqrt(v0) * torch.randn(n, 2, generator=reseeded, device=device, dtype=torch.float64)
-    assert torch.equal(em.solve(OrnsteinUhlenbeck(), x0_again, times, generator=reseeded), x)
+    assert torch.equal(em.solve(OrnsteinUhlenbeck(), x0_again, times, generator=reseeded).x, x)
 
 
 # -- smoothers -----------------------------------------------------------------------------------------
@@ -168,8 +169,8 @@ def test_stein_smoother_matches_the_cpu(device):
     model = seeded_build("svgd")
     x = 2 * torch.randn(3000, 2, generator=cpu_generator(4), dtype=torch.float64)  # > 1000: median on a subset
     t = torch.tensor(0.5, dtype=torch.float64)
-    v_cpu = model.smoother.velocity(model.flow, x, t)
-    v_dev = model.smoother.velocity(model.flow, x.to(device), t.to(device))
+    v_cpu = model.smoother.velocity(model.flow, x, t, SamplingContext())
+    v_dev = model.smoother.velocity(model.flow, x.to(device), t.to(device), SamplingContext())
     assert on(v_dev, device)
     torch.testing.assert_close(v_dev.cpu(), v_cpu, rtol=1e-9, atol=1e-12)
 
@@ -182,7 +183,7 @@ OBJECTIVES = {  # preset: (plugin, overrides)
     "vdm": ("diffflow_ndm", {}),                             # nelbo-continuous with a learned schedule
     "ddpm": ("diffflow_ndm", {}),                            # discrete nelbo
     "gan": ("diffflow_discriminator", {}),                   # gan, generator smoother
-    "discriminator-flow": ("diffflow_discriminator", {}),    # gan, simulated particles
+    "discriminator-flow": ("diffflow_discriminator", {}),    # discriminator-flow, simulated particles
     "score-gan": ("diffflow_discriminator", {"flow": {"data_steps": 2}}),  # generated-dsm, data score trained first
 }
 
@@ -192,14 +193,16 @@ def objective_model(preset: str) -> Model:
     pytest.importorskip(plugin)
     if preset not in registry("presets"):
         pytest.skip(f"preset {preset!r} is not registered")
-    return seeded_build(preset, **overrides)
+    model = seeded_build(preset, **overrides)
+    model.objective.prepare(model)  # the trainer's phase before players(): a Score GAN trains its data score
+    return model
 
 
 @pytest.mark.parametrize("preset", OBJECTIVES)
 def test_objective_loss_and_backward_on_the_device_match_the_cpu(device, preset):
     """Each player's loss from the trainer's CPU generator: the CPU value on the device, finite gradients there."""
     cpu = objective_model(preset)
-    cpu_players = cpu.objective.players(cpu)  # a Score GAN trains its data score here: the copy shares it
+    cpu_players = cpu.objective.players(cpu)  # the copy shares the prepared data score of a Score GAN
     dev = copy.deepcopy(cpu).to(device)
     batch = Batch(cpu.data.train[:256])
     for p_cpu, p_dev in zip(cpu_players, dev.objective.players(dev), strict=True):
@@ -278,7 +281,7 @@ def deterministic_solve(model: Model, steps: int = 6) -> torch.Tensor:
     """The sampler from one fixed CPU draw of the prior (same particles on either device), returned on the CPU."""
     x0 = model.flow.prior(256, generator=cpu_generator(9), device=model.device)
     times = model.flow.time_grid(steps).to(model.device)
-    return model.solver.solve(model.flow, x0, times, smoother=model.smoother).cpu()
+    return model.solver.solve(model.flow, x0, times, smoother=model.smoother).x.cpu()
 
 
 def test_checkpoint_saved_on_the_device_loads_and_samples_on_the_cpu(device, tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffflow_core.build import build
+from diffflow_core import build
 from diffflow_core.cli import main
 from diffflow_core.errors import ConfigError
 from diffflow_core.model import Model

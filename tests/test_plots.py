@@ -32,8 +32,8 @@ def run():
     times = torch.linspace(4.0, 0.01, 21, dtype=torch.float64)
     x0 = 4.0 * torch.randn(400, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     solver = registry("solvers").create("euler")
-    x = solver.solve(flow, x0, times, record=True)
-    return data, flow, times, solver.trajectory, x
+    out = solver.solve(flow, x0, times, record=True)
+    return data, flow, times, out.trajectory, out.x
 
 
 def _is(path, magic):

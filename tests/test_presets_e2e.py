@@ -34,7 +34,8 @@ REDUCED = ["edm", "gan", "discriminator-flow", "kl", "mmd", "ndm", "rectified-fl
 FAST = ["--steps", "2", "--n", "48", "--nfe", "4", "--seed", "0", "--set", "train.progress=false",
         "--set", "sample.likelihood_steps=2", "--set", "sample.likelihood_points=16"]
 #: Work that no flag shortens: the Score GAN's data score is trained first.
-EXTRA = {"score-gan": ["--set", "flow.data_steps=2"]}
+EXTRA = {"score-gan": ["--set", "flow.data_steps=2"],
+         "ncsn": ["--nfe", "11"]}  # annealed Langevin: 10 evaluations per noise level and a final denoising
 
 
 def test_every_preset_is_classified():

@@ -13,6 +13,6 @@ def test_euler_and_heun_solve_linear_decay_by_name():
     times = torch.linspace(0, 1, 65, dtype=torch.float64)
     for name, tol in (("euler", 1e-2), ("heun", 1e-4)):
         solver = registry("solvers").create(name)
-        x1 = solver.solve(Decay(), x0, times)
-        assert torch.allclose(x1, x0 * torch.exp(torch.tensor(-1.0, dtype=torch.float64)), atol=tol)
-        assert solver.nfe == 64 * solver.order
+        out = solver.solve(Decay(), x0, times)
+        assert torch.allclose(out.x, x0 * torch.exp(torch.tensor(-1.0, dtype=torch.float64)), atol=tol)
+        assert out.nfe == 64 * solver.evaluations_per_step

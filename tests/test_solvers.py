@@ -1,5 +1,6 @@
-"""The Solver contract (DESIGN §1) as every registered solver implements it: direction, NFE, recording,
-callbacks, NaN/Inf reporting, capability checks and explicit step counts."""
+"""The Solver contract (DESIGN §1) as every registered solver implements it: direction, NFE in the returned
+Solution (and as declared by ``Solver.nfe``), recording, callbacks, NaN/Inf reporting, capability checks and
+explicit step counts."""
 from __future__ import annotations
 
 import math
@@ -48,7 +49,7 @@ def solver(name: str) -> Solver:
 def test_decreasing_grid_integrates_backwards(name):
     """From x(1) = e^{-1} back to t = 0 recovers x(0) = 1 (time may decrease)."""
     x1 = torch.full((3, 2), math.exp(-1), dtype=torch.float64)
-    x0 = solver(name).solve(Decay(), x1, torch.linspace(1, 0, 201, dtype=torch.float64))
+    x0 = solver(name).solve(Decay(), x1, torch.linspace(1, 0, 201, dtype=torch.float64)).x
     assert torch.allclose(x0, torch.ones_like(x0), atol=1e-2 if name != "heun" else 1e-5)
 
 
@@ -62,31 +63,31 @@ def test_nfe_counts_drift_evaluations(name, nfe_per_step):
             return super().drift(x, t)
 
     s = solver(name)
-    s.solve(Counting(), torch.ones(4, 1), torch.linspace(0, 1, 8))
-    assert s.nfe == 7 * nfe_per_step == len(calls)
-    s.solve(Counting(), torch.ones(4, 1), torch.linspace(0, 1, 3))
-    assert s.nfe == 2 * nfe_per_step, "nfe is the count of the last solve"
+    assert s.solve(Counting(), torch.ones(4, 1), torch.linspace(0, 1, 8)).nfe == 7 * nfe_per_step == len(calls)
+    assert s.solve(Counting(), torch.ones(4, 1), torch.linspace(0, 1, 3)).nfe == 2 * nfe_per_step
+    assert s.nfe(7, Counting()) == 7 * nfe_per_step and s.evaluations_per_step == nfe_per_step
+    assert not vars(s), "a solver keeps no per-call state"
 
 
 def test_heun_skips_its_correction_on_a_last_step_into_a_singular_end():
     """EDM's rule: 2N - 1 evaluations and none at sigma = 0."""
     sigmas = registry("grids").get("edm")(5, dtype=torch.float64)
     s = solver("heun")
-    s.solve(SingularAtZero(), torch.ones(2, 1, dtype=torch.float64), sigmas)
-    assert s.nfe == 2 * 5 - 1
+    assert s.solve(SingularAtZero(), torch.ones(2, 1, dtype=torch.float64), sigmas).nfe == 2 * 5 - 1
+    assert s.nfe(5, SingularAtZero()) == 9 and s.steps_for(9, SingularAtZero()) == s.steps_for(10, SingularAtZero()) == 5
 
 
 def test_record_and_callback_report_every_step():
     seen: list[StepInfo] = []
     s = solver("heun")
     times = torch.linspace(0, 1, 5, dtype=torch.float64)
-    x = s.solve(Decay(), torch.ones(3, 1, dtype=torch.float64), times, record=True, callback=seen.append)
-    assert s.trajectory.shape == (5, 3, 1) and torch.equal(s.trajectory[-1], x)
-    assert torch.equal(s.trajectory[0], torch.ones(3, 1, dtype=torch.float64))
+    out = s.solve(Decay(), torch.ones(3, 1, dtype=torch.float64), times, record=True, callback=seen.append)
+    assert out.trajectory.shape == (5, 3, 1) and torch.equal(out.trajectory[-1], out.x)
+    assert torch.equal(out.trajectory[0], torch.ones(3, 1, dtype=torch.float64)) and torch.equal(out.times, times)
     assert [i.i for i in seen] == [0, 1, 2, 3] and [i.nfe for i in seen] == [2, 4, 6, 8]
     assert torch.equal(torch.stack([i.t for i in seen]), times[1:])
-    s.solve(Decay(), torch.ones(3, 1), times)
-    assert s.trajectory is None
+    unrecorded = s.solve(Decay(), torch.ones(3, 1), times)
+    assert unrecorded.trajectory is None and unrecorded.times is None
 
 
 @pytest.mark.parametrize("name,where", [("euler", r"step 3/4 \(t=0\.75\)"), ("euler-maruyama", r"step 3/4 \(t=0\.75\)"),
@@ -96,12 +97,21 @@ def test_nan_stops_the_solve_naming_step_and_time(name, where):
         solver(name).solve(BlowUp(), torch.ones(2, 1), torch.linspace(0, 1, 5))
 
 
+class Untouchable(Decay):
+    """A flow whose drift must never run (checks that happen before any work)."""
+
+    def drift(self, x, t):
+        raise AssertionError("drift evaluated")
+
+
+class UntouchableNoisy(Untouchable, Noisy):
+    pass
+
+
 def test_non_finite_initial_particles_are_rejected_before_any_work():
     x0 = torch.tensor([[1.0], [float("inf")]])
-    s = solver("euler")
     with pytest.raises(FloatingPointError, match="x0: 1 non-finite"):
-        s.solve(Decay(), x0, torch.linspace(0, 1, 3))
-    assert s.nfe == 0
+        solver("euler").solve(Untouchable(), x0, torch.linspace(0, 1, 3))
 
 
 @pytest.mark.parametrize("name", ["euler", "heun"])
@@ -109,8 +119,7 @@ def test_ode_solvers_reject_stochastic_flows(name):
     s = solver(name)
     assert not s.stochastic
     with pytest.raises(ConfigError, match="integrates ODEs only.*non-zero diffusion.*euler-maruyama"):
-        s.solve(Noisy(), torch.ones(2, 1), torch.linspace(0, 1, 3))
-    assert s.nfe == 0
+        s.solve(UntouchableNoisy(), torch.ones(2, 1), torch.linspace(0, 1, 3))
 
 
 def test_euler_maruyama_is_reproducible_from_its_generator_and_noise_uses_abs_dt():
@@ -118,8 +127,8 @@ def test_euler_maruyama_is_reproducible_from_its_generator_and_noise_uses_abs_dt
     assert em.stochastic and em.order == 1
     times = torch.linspace(1, 0, 11, dtype=torch.float64)
     x0 = torch.zeros(50_000, 1, dtype=torch.float64)
-    a = em.solve(Noisy(), x0, times, generator=torch.Generator().manual_seed(3))
-    b = em.solve(Noisy(), x0, times, generator=torch.Generator().manual_seed(3))
+    a = em.solve(Noisy(), x0, times, generator=torch.Generator().manual_seed(3)).x
+    b = em.solve(Noisy(), x0, times, generator=torch.Generator().manual_seed(3)).x
     assert torch.equal(a, b)
     # backwards in time the drift -x grows the spread; the noise still adds 0.25 * |dt| per step
     expected = sum(0.25 * 0.1 * 1.1 ** (2 * k) for k in range(10))

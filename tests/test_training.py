@@ -9,7 +9,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import tinymodel  # noqa: E402
 
-from diffflow_core.build import build  # noqa: E402
+from diffflow_core import build  # noqa: E402
 from diffflow_core.errors import CheckpointError, ConfigError  # noqa: E402
 from diffflow_core.training import Trainer  # noqa: E402
 

@@ -192,7 +192,7 @@ def recorded_config(args) -> dict[str, Any]:
 def build_model(args):
     """The model the arguments describe: a config file and/or a preset, or with ``--resume`` the run folder's
     own config; then ``--set`` and the dedicated flags on top, on the device of ``--device``."""
-    from diffflow_core.build import build
+    from diffflow_core import build
 
     set_threads(args.threads)
     device = resolve_device(args.device)
@@ -209,33 +209,34 @@ def build_model(args):
 
 
 def steps_for_nfe(model, nfe: int | None) -> int:
-    """The most solver steps whose drift evaluations fit in ``nfe`` (the config's steps when None)."""
+    """The most solver steps whose evaluations fit in ``nfe`` (the config's steps when None), as the solver
+    counts them (``Solver.steps_for``). A solver that cannot integrate the flow is refused first, before any
+    work."""
+    solver, flow = model.solver, model.flow
+    solver.check(flow)
     if nfe is None:
         return model.config.sample.steps
     if nfe < 1:
         raise ConfigError(f"--nfe: expected a positive number of drift evaluations, got {nfe}")
-    order = getattr(model.solver, "order", 1)
-    saved = 1 if order == 2 and model.flow.singular_end else 0  # Heun's last step into sigma = 0 is Euler
-    steps = (nfe + saved) // order
+    steps = solver.steps_for(nfe, flow)
     if steps < 1:
-        raise ConfigError(f"--nfe: {nfe} evaluations are fewer than one step of the {order}-stage solver")
+        raise ConfigError(f"--nfe: {nfe} evaluations are fewer than one step of solver {type(solver).__name__} "
+                          f"({solver.nfe(1, flow)} evaluations)")
     return steps
 
 
 def sampling_options(model, args) -> dict[str, Any]:
-    """``--label`` / ``--guidance`` as the flow's sampling options; refused for a flow that takes none."""
-    from diffflow_core.interfaces import Flow
-
+    """``--label`` / ``--guidance`` as the flow's sampling options, validated by the flow before any training;
+    refused for a flow that takes none."""
     options = {k: v for k, v in (("label", args.label), ("guidance", args.guidance)) if v is not None}
     if not options:
         return options
     flag = "--label" if "label" in options else "--guidance"
-    if type(model.flow).sampling is Flow.sampling:
+    if not model.flow.sampling_options:
         raise ConfigError(f"{flag}: flow {model.config.flow.name!r} takes no sampling options; expected a "
                           "conditional flow (e.g. the scoreflow-translate preset)")
-    try:  # the flow validates its options on entry: refuse them before any training
-        with model.flow.sampling(**options):
-            pass
+    try:
+        model.flow.check_sampling_options(options)
     except ConfigError as exc:
         field, _, reason = str(exc).partition(": ")
         flag = f"--{field}" if field in options else flag

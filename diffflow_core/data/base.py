@@ -69,8 +69,19 @@ class Dataset:
         self.path = path
 
     @property
+    def train_rows(self) -> Any:
+        """What batches are drawn from: indexing it with row indices gives float32 model-space rows. The train
+        tensor itself for array data; image datasets return uint8 storage that converts only the rows drawn."""
+        return self.train
+
+    @property
+    def test_rows(self) -> Any:
+        """The test split, indexable like :attr:`train_rows`."""
+        return self.test
+
+    @property
     def event_shape(self) -> tuple[int, ...]:
-        return tuple(self.train.shape[1:])
+        return tuple(self.train_rows.shape[1:])
 
     @property
     def num_classes(self) -> int | None:
@@ -87,8 +98,8 @@ class Dataset:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` fresh samples of the law (a closed-form law draws new ones; an array resamples rows)."""
-        idx = torch.randint(0, self.train.shape[0], (n,), generator=generator)
-        return self.train[idx]
+        idx = torch.randint(0, self.train_rows.shape[0], (n,), generator=generator)
+        return self.train_rows[idx]
 
     def log_prob(self, x: Tensor) -> Tensor:
         raise NotImplementedError(f"dataset '{self.name}' has no closed-form density")
@@ -105,8 +116,8 @@ class Dataset:
 
     def describe(self) -> dict[str, Any]:
         """Name, source file, split sizes and how the split was made (the ``data`` entry of ``metrics.json``)."""
-        return {"name": self.name, **({"path": self.path} if self.path else {}), "train": self.train.shape[0],
-                "test": self.test.shape[0], "split": self.split}
+        return {"name": self.name, **({"path": self.path} if self.path else {}), "train": self.train_rows.shape[0],
+                "test": self.test_rows.shape[0], "split": self.split}
 
     def state(self) -> dict[str, Any] | None:
         """What a checkpoint stores to rebuild array data without their file: the tensors, name, split and path.
@@ -129,7 +140,8 @@ class Dataset:
                    name=cpu.get("name"), split=cpu.get("split"), path=cpu.get("path"))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, train={tuple(self.train.shape)}, test={tuple(self.test.shape)})"
+        return (f"{type(self).__name__}(name={self.name!r}, train={tuple(self.train_rows.shape)}, "
+                f"test={tuple(self.test_rows.shape)})")
 
 
 def _label(path: str | None) -> str:
@@ -234,49 +246,26 @@ def split_array(values: Any, test_fraction: float = TEST_FRACTION, seed: int = 0
     Rows keep their order within each split. When fewer than two rows would be held out (or fewer than two
     remain) nothing is held out and the split says so: the test split is then the train split.
     """
+    x = _as_float32(values, _label(path))
+    is_test, split = held_out(x.shape[0] if x.ndim >= 2 else 0, test_fraction, seed)
+    if is_test is None:
+        return Dataset(x, name=name, path=path, split=split)
+    return Dataset(x[~is_test], x[is_test], name=name, path=path, split=split)
+
+
+def held_out(rows: int, test_fraction: float, seed: int) -> tuple[Tensor | None, str]:
+    """Which of ``rows`` rows form the test split (a boolean mask from a seeded permutation) and how the split
+    was made; ``None`` when fewer than two rows would be held out or remain (the test split is then the train
+    split). Array and image data without a given test split share it, so both hold out the same rows."""
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 <= test_fraction < 1:
         raise ConfigError(f"data.test_fraction: expected a number in [0, 1), got {test_fraction!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ConfigError(f"data.seed: expected an integer, got {seed!r}")
-    x = _as_float32(values, _label(path))
-    rows = x.shape[0] if x.ndim >= 2 else 0
     held = round(test_fraction * rows)
     if held < 2 or rows - held < 2:
         why = "test_fraction = 0" if test_fraction == 0 else f"{rows} rows are too few to hold out {test_fraction:.0%}"
-        return Dataset(x, name=name, path=path, split=f"none ({why}): test = train")
+        return None, f"none ({why}): test = train"
     order = torch.randperm(rows, generator=torch.Generator().manual_seed(int(seed)))
     is_test = torch.zeros(rows, dtype=torch.bool)
     is_test[order[:held]] = True
-    return Dataset(x[~is_test], x[is_test], name=name, path=path,
-                   split=f"held out {test_fraction:.0%} ({held} rows, seed {seed})")
-
-
-_ARRAY_PARAMS = ("test_fraction", "seed")
-
-
-def load_dataset(spec: Any, **params: Any) -> Dataset:
-    """A Dataset from a registry name, ``{"name": ..., **params}``, a ``.npy`` path, an array or a tensor.
-
-    Arrays, tensors and files hold out ``test_fraction`` (default 10%) of their rows as the test split,
-    seeded by ``seed`` (default 0); a file's Dataset records its absolute path.
-    """
-    if isinstance(spec, Dataset):
-        return spec
-    if isinstance(spec, dict):
-        params = {**{k: v for k, v in spec.items() if k != "name"}, **params}
-        spec = spec.get("name")
-    is_file = isinstance(spec, (str, Path)) and str(spec).endswith(".npy")
-    if is_file or isinstance(spec, (np.ndarray, Tensor)):
-        for key in params:
-            if key not in _ARRAY_PARAMS:
-                raise ConfigError(f"data.{key}: unknown parameter for array data; expected some of "
-                                  f"{', '.join(_ARRAY_PARAMS)}")
-        if not is_file:
-            return split_array(spec, **params)
-        path = Path(spec).expanduser().resolve()
-        return split_array(read_npy(path), **params, name=path.stem, path=str(path))
-    if isinstance(spec, str):
-        from diffflow_core.plugins import registry
-
-        return registry("datasets").create(spec, **params)
-    raise ConfigError(f"data: expected a dataset name, a .npy path, an array or a tensor, got {type(spec).__name__}")
+    return is_test, f"held out {test_fraction:.0%} ({held} rows, seed {seed})"

@@ -213,7 +213,7 @@ class Trainer:
         optimizers = self._optimizers(players)
         ema = EMA(model, cfg.ema, skip=model.objective.unaveraged(model), rampup=cfg.ema_rampup) \
             if cfg.ema > 0 else None
-        train, labels = data.train, data.train_labels
+        train, labels = data.train_rows, data.train_labels  # image data: uint8, converted per batch
         if dist.world > 1:
             train, labels = train[dist.rank::dist.world], None if labels is None else labels[dist.rank::dist.world]
         stream = BatchStream(train, labels, cfg.batch_size, generator)

@@ -36,11 +36,8 @@ class OrnsteinUhlenbeck(Flow):
         return -self.theta * (x - self.mu)
 
     def diffusion(self, t: Tensor) -> float:
+        """The constant ``sigma``: 0 makes the flow an ODE (``is_stochastic`` follows from this value)."""
         return self.sigma
-
-    @property
-    def is_stochastic(self) -> bool:
-        return self.sigma > 0
 
     def mean(self, m0: Tensor | float, t: float) -> Tensor:
         """Closed-form ``E[x_t]`` from an initial mean ``m0``."""

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from diffflow_core.errors import ConfigError
-from diffflow_core.interfaces import Flow, as_time, check_steps
+from diffflow_core.interfaces import Flow, SamplingContext, as_time, check_steps
 from diffflow_core.tensors import draw_device
 from diffflow_discriminator.losses import GanLoss, get_loss
 
@@ -129,7 +129,8 @@ class DiscriminatorFlow(Flow):
 
         Particles do not interact, so each one is only advanced until its own ``k``: particles are sorted by
         ``k`` (descending) and step ``j`` moves the prefix with ``k > j``, about half the work of simulating
-        every particle for ``steps - 1`` steps. A stochastic flow adds ``g(t) sqrt(dt) eps`` (Euler-Maruyama).
+        every particle for ``steps - 1`` steps. A stochastic flow adds ``g(t) sqrt(dt) eps`` (Euler-Maruyama);
+        the drift gets the simulation's :class:`SamplingContext` (``generator``, step ``j`` of ``steps``).
         """
         if k.shape != x0.shape[:1]:
             raise ConfigError(f"k: expected one step count per particle, shape {tuple(x0.shape[:1])}, got {tuple(k.shape)}")
@@ -143,7 +144,8 @@ class DiscriminatorFlow(Flow):
                 active -= 1
             t = torch.tensor(j * dt, dtype=x.dtype, device=x.device)
             moving = x[:active]  # a view: the updates below write into x
-            moving.add_(self.drift(moving, t), alpha=dt)
+            context = SamplingContext(generator, step=j, steps=steps)
+            moving.add_(self.evaluate_drift(moving, t, context), alpha=dt)
             scale = float(self.diffusion(t)) * dt ** 0.5
             if scale:  # no draw where the noise is 0 (deterministic flows, TDPM's GAN phase)
                 noise = torch.randn(moving.shape, generator=generator, dtype=x.dtype,

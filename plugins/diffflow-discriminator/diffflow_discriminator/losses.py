@@ -9,10 +9,12 @@ discriminator ``f = log(p / rho)`` and, with ``D = sigmoid(f)``:
 * ``wgan`` (IPM) and ``hinge``:                        ``c(u) = -u``,           ``grad h = grad f``.
 
 Every loss keeps the convention "high on real data" (S1 writes the IPM critic with the opposite sign).
+:class:`DiscriminatorLoss` is eq 15 negated plus the penalties: the one discriminator loss of both objectives
+of this plugin, ``gan`` (generated particles) and ``discriminator-flow`` (simulated particles).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import attrs
 import torch
@@ -22,7 +24,7 @@ from torch import Tensor
 from diffflow_core.errors import ConfigError, did_you_mean
 from diffflow_core.tensors import draw_device
 
-__all__ = ["GanLoss", "LOSSES", "get_loss", "gradient_penalty", "r1_penalty"]
+__all__ = ["GanLoss", "LOSSES", "DiscriminatorLoss", "get_loss", "gradient_penalty", "r1_penalty"]
 
 Fn = Callable[[Tensor], Tensor]
 
@@ -101,3 +103,50 @@ def r1_penalty(real_logits: Tensor, real: Tensor) -> Tensor:
     back while it fades as the generated law reaches the data's."""
     (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
     return grad.flatten(1).pow(2).sum(1).mean()
+
+
+def _non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ConfigError(f"{attribute.name}: expected a number >= 0, got {value!r}")
+
+
+def _number(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{attribute.name}: expected a number, got {value!r}")
+
+
+@attrs.frozen
+class DiscriminatorLoss:
+    """``E[b(f(fake, t))] - E[a(f(real, t))] + gp_weight * GP + r1_weight / 2 * R1``: eq 15 negated plus penalties.
+
+    ``f`` and ``(a, b)`` are a discriminator flow's ``logit`` and ``loss``; real and fake points are evaluated at
+    the same times ``t`` (``None`` for a discriminator without time input). ``gp_weight`` and ``gp_center`` (c0)
+    set the penalty on interpolates (:func:`gradient_penalty`, SPEC §2.8 step 4); ``r1_weight`` (gamma) the
+    penalty on the data points alone (:func:`r1_penalty`). A GAN and a Discriminator Flow differ only in where
+    their fake points come from (a generator, eq 10; a simulation of the flow, Algorithm 3), so both objectives
+    call this one loss.
+    """
+
+    gp_weight: float = attrs.field(default=0.0, validator=_non_negative)
+    gp_center: float = attrs.field(default=0.0, validator=_number)
+    r1_weight: float = attrs.field(default=0.0, validator=_non_negative)
+
+    def __call__(self, flow: Any, real: Tensor, fake: Tensor, t: Tensor | None,
+                 generator: torch.Generator | None) -> Tensor:
+        """The loss with ``fake`` detached: a step of the discriminator alone."""
+        return self.with_logits(flow, real, fake.detach(), t, generator)[0]
+
+    def with_logits(self, flow: Any, real: Tensor, fake: Tensor, t: Tensor | None,
+                    generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """The loss keeping ``fake``'s graph (the penalties never see it), and the fake points' logits (detached):
+        one backward then also reaches whatever made ``fake`` (the GAN's simultaneous updates)."""
+        if self.r1_weight:
+            real = real.detach().requires_grad_(True)
+        times = None if t is None else torch.cat([t, t])
+        real_logits, logits = flow.logit(torch.cat([real, fake]), times).split(real.shape[0])
+        loss = flow.loss.discriminator_loss(real_logits, logits)
+        if self.gp_weight:
+            loss = loss + self.gp_weight * gradient_penalty(flow.logit, real, fake, t, generator, self.gp_center)
+        if self.r1_weight:
+            loss = loss + self.r1_weight / 2 * r1_penalty(real_logits, real)
+        return loss, logits.detach()

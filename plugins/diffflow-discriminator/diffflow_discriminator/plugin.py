@@ -14,8 +14,11 @@ def register_flows(register):
 
 @hookimpl
 def register_objectives(register):
-    register("gan", "diffflow_discriminator.objective:GanObjective",
-             "GAN discriminator (vanilla / non-saturating / wgan / hinge, GP) vs generator or simulated particles")
+    register("gan", "diffflow_discriminator.objectives:GanObjective",
+             "GAN as an Int-PM: discriminator steps (vanilla / non-saturating / wgan / hinge, GP, R1), then a "
+             "generator step through the generator smoother (GPM Alg. 1-2)")
+    register("discriminator-flow", "diffflow_discriminator.objectives:DiscriminatorFlowObjective",
+             "Discriminator Flow: time-conditioned discriminator vs simulated free particles (GPM Alg. 3)")
     register("generated-dsm", "diffflow_discriminator.score_gan:GeneratedDSM",
              "Score GAN: DSM of the generated-data denoiser between generator steps (SPEC §2.7)")
 

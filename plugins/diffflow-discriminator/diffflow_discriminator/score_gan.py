@@ -1,29 +1,35 @@
 """Score GAN (SPEC §2.7): a generator driven by the smoothed-KL flow on noised laws, no discriminator.
 
+It lives in the discriminator plugin because it is the generator-smoother GAN of GPM (Franceschi et al.,
+§2.3 and Table 4's third family) with the discriminator's drift replaced by a difference of two scores: it
+uses the same Int-PM generator step (the smoother's surrogate, eq 27 = eq 11), the same player parts
+(:mod:`diffflow_discriminator.parts`) and the GAN preset's generator, and it is compared with the GAN and the
+Discriminator Flow on the same ring5 benchmarks. Its scores are EDM ``score`` flows of ``diffflow-score``.
+
 The particle target (eq 19) is ``grad h(x) = E_{sigma, eps}[sigma (w_d s_{p_sigma} - w_g s_{rho_sigma})(x + sigma eps)]``
-with ``sigma`` drawn by eq 28. Both scores are EDM denoisers of the ``score`` flow (``diffflow-score``): the data
-one ``D_p`` frozen (loaded from a checkpoint or trained first, on the data, by the ``edm`` preset), the
-generated one ``D_rho`` trained by ``generated-dsm`` on detached generator samples between generator steps.
-With ``sigma s = (D - x_tilde)/sigma`` (eq 26) the single-draw drift is
-``v = (w_d D_p(x_tilde) - w_g D_rho(x_tilde) + (w_g - w_d) x_tilde) / sigma``, and the generator smoother's
-surrogate ``-<stopgrad(v), g(z)>`` has the gradient of eq 27, ``-E[J^T v]``.
+with ``sigma`` drawn by eq 28. Both scores are EDM denoisers of the ``score`` flow: the data one ``D_p`` frozen
+(loaded from a checkpoint, or trained first on the data by the ``edm`` preset in the objective's
+:meth:`GeneratedDSM.prepare`, a phase of its own), the generated one ``D_rho`` trained by ``generated-dsm`` on
+detached generator samples between generator steps. With ``sigma s = (D - x_tilde)/sigma`` (eq 26) the
+single-draw drift is ``v = (w_d D_p(x_tilde) - w_g D_rho(x_tilde) + (w_g - w_d) x_tilde) / sigma``, and the
+generator smoother's surrogate ``-<stopgrad(v), g(z)>`` has the gradient of eq 27, ``-E[J^T v]``. Every draw of
+``(sigma, eps)`` comes from the generator its caller passes (the trainer's, in training).
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator
+from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from diffflow_core.errors import ConfigError
-from diffflow_core.interfaces import Batch, Flow, Objective, Player
-from diffflow_core.smoothers import GeneratorSmoother
+from diffflow_core.interfaces import Batch, Flow, Objective, Player, SamplingContext
 from diffflow_core.tensors import draw_device
+from diffflow_discriminator.parts import Handoff, check_betas, check_count, require_generator
+from diffflow_discriminator.presets import GPM_SCORE_MLP
 
 __all__ = ["ScoreGanFlow", "GeneratedDSM", "noise_levels"]
-
-_MLP = {"name": "mlp", "hidden": 512, "depth": 4, "embedding_dim": 128, "fourier_scale": 2.0}
 
 
 def noise_levels(u: Tensor, sigma_min: float, sigma_max: float, rho: float) -> Tensor:
@@ -53,7 +59,8 @@ class ScoreGanFlow(Flow):
     instead of being the difference of two networks' approximation errors.
     """
 
-    def __init__(self, event_shape: tuple[int, ...] = (2,), network: Any = _MLP, data_network: Any = _MLP,
+    def __init__(self, event_shape: tuple[int, ...] = (2,), network: Any = GPM_SCORE_MLP,
+                 data_network: Any = GPM_SCORE_MLP,
                  data_checkpoint: str | None = None, data_steps: int = 4000, sigma_min: float = 0.1,
                  sigma_max: float = 10.0, rho: float = 3.0, w_d: float = 1.0, w_g: float = 1.0,
                  init_from_data: bool = False, residual: bool = False,
@@ -90,21 +97,11 @@ class ScoreGanFlow(Flow):
             if {k: v.shape for k, v in self.generated.state_dict().items()} != theirs:
                 raise ConfigError(f"init_from_data: the generated score network {network!r} differs from the data "
                                   "score's architecture; expected the same network spec")
-        self._noise: torch.Generator | None = None
 
     def sample_sigma(self, n: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
         u = torch.rand(n, generator=generator, dtype=like.dtype, device=draw_device(generator, like.device))
         u = u.to(like.device)
         return noise_levels(u, self.sigma_min, self.sigma_max, self.rho)
-
-    @contextlib.contextmanager
-    def noise(self, generator: torch.Generator | None) -> Iterator[None]:
-        """Draw the drift's ``(sigma, eps)`` from ``generator`` inside the block."""
-        previous, self._noise = self._noise, generator
-        try:
-            yield
-        finally:
-            self._noise = previous
 
     def noised(self, x: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
         """``(sigma, sigma per sample, x + sigma eps)`` with ``sigma`` by eq 28: the draw shared by the drift and
@@ -114,18 +111,24 @@ class ScoreGanFlow(Flow):
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=draw_device(generator, x.device))
         return sigma, s, x + s * noise.to(x.device)
 
-    def drift(self, x: Tensor, t: Tensor) -> Tensor:
-        """One draw of eq 19's integrand (eq 26), with ``sigma`` by eq 28: ``sigma (w_d s_p - w_g s_rho)(x + sigma eps)``.
+    def sample_drift(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        """One draw of eq 19's integrand (eq 26) at ``x``, ``(sigma, eps)`` from ``generator`` (sigma by eq 28):
+        ``sigma (w_d s_p - w_g s_rho)(x + sigma eps)``, without a graph.
 
         Always in at least float32, also under ``train.precision="bfloat16"``: the drift is the difference of two
         close denoiser outputs, which bfloat16's 8-bit mantissa resolves to about two digits (on ring5 that cost
-        the generator 0.05-0.14 in W2 ratio; docs/benchmarks/discriminator.md). The denoisers' own training
-        steps, most of a Score GAN's cost, keep the reduced precision."""
-        with torch.autocast(x.device.type, enabled=False):
+        the generator quality; docs/benchmarks/discriminator.md). The denoisers' own training steps, most of a
+        Score GAN's cost, keep the reduced precision."""
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
             x = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
-            sigma, s, noisy = self.noised(x, self._noise)
+            sigma, s, noisy = self.noised(x, generator)
             denoised_p = self.data_score.denoise(noisy, sigma)
             return self.combine(noisy, s, denoised_p, self.generated_denoise(noisy, sigma, denoised_p))
+
+    def drift(self, x: Tensor, t: Tensor, context: SamplingContext) -> Tensor:
+        """:meth:`sample_drift` with the solve's generator (``context.generator``), e.g. an Int-PM solve through
+        the generator smoother; training passes the trainer's generator to :meth:`sample_drift` itself."""
+        return self.sample_drift(x, context.generator)
 
     def combine(self, noisy: Tensor, s: Tensor, denoised_p: Tensor, denoised_rho: Tensor) -> Tensor:
         """Eq 26 from the two denoisers at ``x_tilde``: ``(w_d D_p - w_g D_rho + (w_g - w_d) x_tilde) / sigma``."""
@@ -159,6 +162,9 @@ class GeneratedDSM(Objective):
     generator step reuses that draw, its ``(sigma, eps)`` and ``D_rho(x_tilde)`` from before the score update,
     so a generator step costs one data-score pass and the generator's backward instead of two generator, two
     score passes and the backward.
+
+    The data denoiser trains in :meth:`prepare`, the trainer's phase before :meth:`players`; both refuse a
+    smoother that is not a generator (:func:`~diffflow_discriminator.parts.require_generator`) before any work.
     """
 
     def __init__(self, flow: ScoreGanFlow, score_steps: int = 10, lr: float | None = None, generator_lr: float | None = None,
@@ -166,15 +172,14 @@ class GeneratedDSM(Objective):
                  updates: str = "alternating") -> None:
         if not isinstance(flow, ScoreGanFlow):
             raise ConfigError(f"flow: objective 'generated-dsm' needs the 'score-gan' flow, got {type(flow).__name__}")
-        if isinstance(score_steps, bool) or not isinstance(score_steps, int) or score_steps < 1:
-            raise ConfigError(f"score_steps: expected a positive integer, got {score_steps!r}")
+        check_count("score_steps", score_steps)
         if weighting not in ("none", "edm"):
             raise ConfigError(f"weighting: expected 'none' or 'edm', got {weighting!r}")
         if updates not in ("alternating", "simultaneous"):
             raise ConfigError(f"updates: expected 'alternating' or 'simultaneous', got {updates!r}")
         self.flow, self.score_steps, self.weighting, self.updates = flow, score_steps, weighting, updates
         self.lr, self.generator_lr = lr, generator_lr
-        self.betas, self.score_betas = tuple(betas), tuple(score_betas)
+        self.betas, self.score_betas = check_betas("betas", betas), check_betas("score_betas", score_betas)
 
     def score_loss(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         """``E [w(sigma) || D_rho(x + sigma eps; sigma) - x ||^2]`` on generated ``x`` (detached)."""
@@ -191,11 +196,14 @@ class GeneratedDSM(Objective):
         return error.mean(), (sigma, s, noisy, denoised.detach())
 
     def prepare(self, model) -> None:
-        """Train the data denoiser first (``edm`` preset on the model's data, with a progress bar when the model's
-        training shows one) unless it was loaded; then, with ``init_from_data``, copy it into the generated denoiser."""
+        """The declared phase before training (the trainer times it as ``prepare_seconds``): refuse a smoother
+        other than a generator, then train the data denoiser unless it was loaded or ``data_steps == 0``
+        (``edm`` preset on the model's data, where the model is, under its own progress bar "data score" when
+        the model's training shows one), then with ``init_from_data`` copy it into the generated denoiser."""
+        require_generator(model.smoother, "generated-dsm")
         flow = self.flow
         if not (flow.data_ready or flow.data_steps == 0):
-            from diffflow_core.build import build
+            from diffflow_core import build
 
             if model.data is None:
                 raise ConfigError("data: a Score GAN without data_checkpoint trains its data score first and needs data")
@@ -210,40 +218,60 @@ class GeneratedDSM(Objective):
             flow.generated.load_state_dict(flow.data_score.state_dict())
             flow.generated_copied = True
 
+    @property
+    def prepared(self) -> bool:
+        """Whether :meth:`prepare` has left nothing to do (the players train against the data score as it is)."""
+        flow = self.flow
+        return (flow.data_ready or flow.data_steps == 0) and (flow.generated_copied or not flow.init_from_data)
+
     def unaveraged(self, model) -> list[nn.Parameter]:
         """Sampling is one generator pass: no EMA of the generated-data denoiser."""
         return list(self.flow.generated.parameters())
 
+    # -- players -------------------------------------------------------------------------------------
+    def score_step(self, smoother, handoff: Handoff | None, batch: Batch,
+                   generator: torch.Generator | None) -> Tensor:
+        """DSM of ``D_rho`` on fresh generator samples; with a ``handoff`` (simultaneous updates) ``g(z)`` keeps
+        its graph and the draw ``(x, sigma, sigma per sample, x_tilde, D_rho(x_tilde))`` is left for the
+        generator step."""
+        if handoff is None:
+            with torch.no_grad():
+                x = smoother.sample(len(batch), generator)
+            return self.score_loss(x, generator)
+        x = smoother.sample(len(batch), generator)
+        loss, draw = self._score_loss(x, generator)
+        handoff.put(x, *draw)
+        return loss
+
+    def generator_step(self, smoother, handoff: Handoff | None, batch: Batch,
+                       generator: torch.Generator | None) -> Tensor:
+        """The smoother's surrogate ``-<stopgrad(v), g(z)>`` (eq 27) with ``v`` one draw of eq 26 from
+        ``generator`` at fresh particles, or (simultaneous updates) at the score step's draw with its
+        pre-update ``D_rho(x_tilde)``."""
+        flow = self.flow
+        if handoff is None:
+            x = smoother.sample(len(batch), generator)
+            v = flow.sample_drift(x.detach(), generator)
+        else:
+            draw = handoff.take()
+            if draw is None:
+                raise RuntimeError("generated-dsm: the generator step reuses the score step's draw; "
+                                   "run the score player first in each iteration")
+            x, sigma, s, noisy, denoised_rho = draw
+            with torch.no_grad():
+                v = flow.combine(noisy, s, flow.data_score.denoise(noisy, sigma), denoised_rho)
+        return smoother.surrogate_loss(None, None, None, x, drift=v)
+
     def players(self, model) -> list[Player]:
-        smoother, flow = model.smoother, self.flow
-        if not isinstance(smoother, GeneratorSmoother):
-            raise ConfigError(f"smoother: a Score GAN needs the 'generator' smoother, got {type(smoother).__name__}")
-        self.prepare(model)
-        t0 = torch.zeros(())
-
-        shared: dict[str, tuple[Tensor, ...]] = {}
-
-        def score_loss(batch: Batch, generator):
-            if self.updates == "alternating":
-                with torch.no_grad():
-                    x = smoother.sample(len(batch), generator)
-                return self.score_loss(x, generator)
-            x = smoother.sample(len(batch), generator)  # graph kept for this iteration's generator step
-            loss, draw = self._score_loss(x, generator)
-            shared["last"] = (x, *draw)
-            return loss
-
-        def generator_loss(batch: Batch, generator):
-            if self.updates == "simultaneous":
-                x, sigma, s, noisy, denoised_rho = shared.pop("last")
-                with torch.no_grad():
-                    v = flow.combine(noisy, s, flow.data_score.denoise(noisy, sigma), denoised_rho)
-                return smoother.surrogate_loss(None, None, None, x, drift=v)
-            z = smoother.sample_latent(len(batch), generator)
-            with flow.noise(generator):
-                return smoother.surrogate_loss(flow, z, t0)
-
-        return [Player("score", [p for p in flow.generated.parameters() if p.requires_grad], score_loss,
-                       lr=self.lr, betas=self.score_betas),
-                Player("generator", [p for p in smoother.parameters() if p.requires_grad], generator_loss,
-                       lr=self.generator_lr, betas=self.betas, every=self.score_steps)]
+        """``score`` every iteration, ``generator`` every ``score_steps`` (SPEC §2.7's schedule); the data score
+        must be ready (:meth:`prepare`, which the trainer runs first)."""
+        smoother = require_generator(model.smoother, "generated-dsm")
+        if not self.prepared:
+            raise RuntimeError("generated-dsm: the data score is not trained yet; run objective.prepare(model) "
+                               "before players(model) (Model.fit does)")
+        handoff = Handoff() if self.updates == "simultaneous" else None
+        return [Player("score", [p for p in self.flow.generated.parameters() if p.requires_grad],
+                       partial(self.score_step, smoother, handoff), lr=self.lr, betas=self.score_betas),
+                Player("generator", [p for p in smoother.parameters() if p.requires_grad],
+                       partial(self.generator_step, smoother, handoff), lr=self.generator_lr, betas=self.betas,
+                       every=self.score_steps)]

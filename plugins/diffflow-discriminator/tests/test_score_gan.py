@@ -1,7 +1,9 @@
 """Score GAN (SPEC §2.7): eq 28's noise levels and the surrogate gradient J^T v (SPEC §2.11.6)."""
+import pytest
 import torch
 
-from diffflow_core.build import build
+from diffflow_core import build
+from diffflow_core.errors import ConfigError
 from diffflow_discriminator.score_gan import noise_levels
 
 SMALL = {"name": "mlp", "hidden": 32, "depth": 2}
@@ -82,10 +84,6 @@ def test_edm_weighting_multiplies_each_level_by_the_edm_weight():
 
 
 def test_bad_score_gan_settings_are_refused_naming_the_field():
-    import pytest
-
-    from diffflow_core.errors import ConfigError
-
     with pytest.raises(ConfigError, match="weighting"):
         build(preset="score-gan", data=torch.randn(50, 2), flow={"network": SMALL, "data_network": SMALL},
               objective={"weighting": "snr"})
@@ -97,27 +95,25 @@ def test_bad_score_gan_settings_are_refused_naming_the_field():
 
 def test_data_objective_settings_reach_the_data_scores_dsm_edm():
     """``data_objective`` is handed to the data score's ``dsm-edm`` (its bad value is refused there, by name)."""
-    import pytest
-
-    from diffflow_core.errors import ConfigError
-
     with pytest.raises(ConfigError, match="data_objective"):
         small_score_gan(data_objective="lognormal")
     model = small_score_gan(data_steps=1, data_objective={"p_mean": "high"})
     with pytest.raises(ConfigError, match="p_mean"):
-        model.objective.players(model)
+        model.objective.prepare(model)
 
 
 def test_init_from_data_copies_the_data_denoiser_once():
     model = small_score_gan(init_from_data=True)
     flow = model.flow
     assert not torch.equal(next(flow.generated.parameters()), next(flow.data_score.parameters()))
-    model.objective.players(model)
+    with pytest.raises(RuntimeError, match="prepare"):  # the players train against a prepared data score only
+        model.objective.players(model)
+    model.objective.prepare(model)
     for mine, theirs in zip(flow.generated.parameters(), flow.data_score.parameters()):
         assert torch.equal(mine, theirs)
     with torch.no_grad():
         next(flow.generated.parameters()).add_(1.0)  # training moved it: preparing again must not reset it
-    model.objective.players(model)
+    model.objective.prepare(model)
     assert not torch.equal(next(flow.generated.parameters()), next(flow.data_score.parameters()))
 
 
@@ -140,8 +136,7 @@ def test_residual_generated_score_is_the_data_score_plus_the_networks_edm_output
         last.weight.zero_(), last.bias.zero_()
     torch.testing.assert_close(flow.generated_denoise(x, sigma), flow.data_score.denoise(x, sigma),
                                rtol=0, atol=1e-12)
-    with flow.noise(torch.Generator().manual_seed(4)), torch.no_grad():
-        assert float(flow.drift(x, torch.zeros(())).abs().max()) < 1e-10
+    assert float(flow.sample_drift(x, torch.Generator().manual_seed(4)).abs().max()) < 1e-10
 
 
 def test_simultaneous_generator_step_reuses_the_score_steps_draw_and_pre_update_generated_score():
@@ -178,10 +173,6 @@ def test_simultaneous_generator_step_reuses_the_score_steps_draw_and_pre_update_
 
 
 def test_simultaneous_score_gan_steps_the_generator_every_score_steps_and_refuses_unknown_modes():
-    import pytest
-
-    from diffflow_core.errors import ConfigError
-
     with pytest.raises(ConfigError, match="updates"):
         build(preset="score-gan", data=torch.randn(50, 2), flow={"network": SMALL, "data_network": SMALL},
               objective={"updates": "jointly"})
@@ -211,12 +202,10 @@ def test_drift_stays_float32_under_bfloat16_autocast():
     is still computed in float32, equal to the float32 drift for the same draw (bfloat16 would miss by far more)."""
     model = small_score_gan()
     x = torch.randn(64, 2, generator=torch.Generator().manual_seed(1)) * 3
-    t = torch.zeros(())
 
     def drift(autocast: bool) -> torch.Tensor:
-        with torch.no_grad(), model.flow.noise(torch.Generator().manual_seed(2)), \
-                torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            return model.flow.drift(x, t)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return model.flow.sample_drift(x, torch.Generator().manual_seed(2))
 
     half, full = drift(True), drift(False)
     assert half.dtype == torch.float32
@@ -226,3 +215,44 @@ def test_drift_stays_float32_under_bfloat16_autocast():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             reduced = model.flow.generated.denoise(x, sigma)
         assert float((reduced - model.flow.generated.denoise(x, sigma)).abs().max()) > 1e-5  # 10x the tolerance above
+
+
+def test_noise_draws_come_from_the_passed_generator_alone():
+    """Every ``(sigma, eps)`` draw takes the caller's generator: the same seed gives the same drift and the same
+    generator loss whatever was drawn in between (global RNG, other generators, the other player), another seed
+    another one; the flow holds no generator, and a solve's context hands its generator to ``drift``."""
+    from diffflow_core.interfaces import Batch, SamplingContext
+
+    model = small_score_gan()
+    flow = model.flow
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    first = flow.sample_drift(x, torch.Generator().manual_seed(3))
+    score_player, gen_player = model.objective.players(model)
+    batch = Batch(torch.zeros(16, 2))
+    loss = gen_player.loss(batch, torch.Generator().manual_seed(4))
+
+    torch.manual_seed(123)
+    torch.randn(1000)
+    score_player.loss(batch, torch.Generator().manual_seed(7))
+    flow.sample_drift(x, torch.Generator().manual_seed(8))
+    assert torch.equal(flow.sample_drift(x, torch.Generator().manual_seed(3)), first)
+    assert torch.equal(gen_player.loss(batch, torch.Generator().manual_seed(4)), loss)
+    assert not torch.equal(flow.sample_drift(x, torch.Generator().manual_seed(5)), first)
+    assert not any(isinstance(v, torch.Generator) for v in vars(flow).values())
+    context = SamplingContext(torch.Generator().manual_seed(3))
+    assert torch.equal(flow.evaluate_drift(x, torch.zeros(()), context), first)
+
+
+def test_data_score_pre_training_is_the_prepare_phase(capsys):
+    """The data score trains in ``prepare`` (before the players exist), under its own progress bar "data score",
+    and its time is reported apart from training's as ``prepare_seconds``; a prepared objective does not train it
+    again."""
+    model = small_score_gan(data_steps=3)
+    model.config.train.progress = True
+    history = model.fit(steps=1)
+    err = capsys.readouterr().err
+    assert "data score" in err and model.flow.data_ready
+    assert history.prepare_seconds > 0
+    trained = [p.clone() for p in model.flow.data_score.parameters()]
+    model.objective.prepare(model)
+    assert all(torch.equal(a, b) for a, b in zip(trained, model.flow.data_score.parameters()))

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from diffflow_core.errors import ConfigError
-from diffflow_core.interfaces import Flow, Smoother
+from diffflow_core.interfaces import Flow, SamplingContext, Smoother
 from diffflow_kl.kernels import Gaussian, grad_mean, median_bandwidth, smooth_mean
 
 __all__ = ["SteinSmoother"]
@@ -47,11 +47,11 @@ class SteinSmoother(Smoother):
             return Gaussian(self.scale * median_bandwidth(x, generator=generator))
         return Gaussian(float(self.bandwidth))
 
-    def velocity(self, flow: Flow, x: Tensor, t: Tensor) -> Tensor:
+    def velocity(self, flow: Flow, x: Tensor, t: Tensor, context: SamplingContext) -> Tensor:
         kernel = self.kernel(x)
         parts = flow.stein_parts(x, t) if self.form == "auto" and hasattr(flow, "stein_parts") else None
         if parts is None:
-            return smooth_mean(kernel, x, x, flow.drift(x, t), self.chunk)
+            return smooth_mean(kernel, x, x, flow.evaluate_drift(x, t, context), self.chunk)
         a, c = parts
         out = smooth_mean(kernel, x, x, a, self.chunk)
         return out - c * grad_mean(kernel, x, x, self.chunk) if c else out

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from diffflow_core.data.mixture import GaussianMixture
-from diffflow_kl.diffflow import DiffFlow, entropy
+from diffflow_kl.sde import DiffFlow, entropy
 from diffflow_kl.rows import FDiv
 
 F64 = torch.float64
@@ -35,7 +35,7 @@ def test_entropy_flow_spreads_a_gaussian_like_the_heat_equation():
     x0 = torch.randn(600, 1, generator=torch.Generator().manual_seed(0), dtype=F64)
     from diffflow_solvers.solvers import Euler
 
-    x1 = Euler().solve(flow, x0, flow.time_grid(20).to(F64))
+    x1 = Euler().solve(flow, x0, flow.time_grid(20).to(F64)).x
     growth = (x1.var() - x0.var()) / 0.2
     v = float(x0.var())
     assert 2 * v / (v + 0.09) * 0.93 < growth < 2.0 * 1.02

@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-from diffflow_core.build import build
+from diffflow_core import SamplingContext, build
 from diffflow_core.data.mixture import GaussianMixture, ring5
 from diffflow_core.errors import ConfigError
-from diffflow_kl.diffflow import kl
+from diffflow_kl.sde import kl
 from diffflow_kl.kernels import Gaussian, sq_dists
 from diffflow_kl.scores import AnalyticSource
 from diffflow_kl.stein import SteinSmoother
@@ -24,8 +24,8 @@ def test_both_svgd_forms_agree_for_a_gaussian_rho():
     h = 0.7
     ibp_flow = kl(target=ring5(n_train=2, n_test=2), particles=None, smooth_target=False)
     direct_flow = kl(target=ring5(n_train=2, n_test=2), particles=AnalyticSource(rho), smooth_target=False)
-    ibp = SteinSmoother(bandwidth=h).velocity(ibp_flow, x, t)
-    direct = SteinSmoother(bandwidth=h, form="direct").velocity(direct_flow, x, t)
+    ibp = SteinSmoother(bandwidth=h).velocity(ibp_flow, x, t, SamplingContext())
+    direct = SteinSmoother(bandwidth=h, form="direct").velocity(direct_flow, x, t, SamplingContext())
     # per-point standard error of the mean of the Stein-identity terms, on the first 40 points
     q = x[:40]
     k = Gaussian(h)(q, x)
@@ -34,7 +34,7 @@ def test_both_svgd_forms_agree_for_a_gaussian_rho():
     diff = (direct - ibp)[:40]
     assert bool((diff.abs() < 5 * se + 1e-3).all())
     assert ibp.abs().mean() > 20 * se.mean()  # the velocity itself is far above the tolerance
-    flipped = SteinSmoother(bandwidth=h).velocity(ibp_flow, x, t) - 2 * (ibp - Gaussian(h)(x, x) @ ibp_flow.target_score(x, t) / x.shape[0])
+    flipped = SteinSmoother(bandwidth=h).velocity(ibp_flow, x, t, SamplingContext()) - 2 * (ibp - Gaussian(h)(x, x) @ ibp_flow.target_score(x, t) / x.shape[0])
     assert not bool(((direct - flipped)[:40].abs() < 5 * se + 1e-3).all())
 
 
@@ -45,7 +45,8 @@ def test_stein_smoother_median_bandwidth_and_direct_smoothing():
     med = sq_dists(x, x)[~torch.eye(300, dtype=torch.bool)].median()
     assert h == pytest.approx(0.5 * math.sqrt(float(med) / (2 * math.log(301))))
     flow = kl(target=ring5(n_train=2, n_test=2), particles="gaussian", smooth_target=False)
-    v = SteinSmoother(form="direct", bandwidth=1.0).velocity(flow, x, torch.tensor(0.0, dtype=F64))
+    v = SteinSmoother(form="direct", bandwidth=1.0).velocity(flow, x, torch.tensor(0.0, dtype=F64),
+                                                            SamplingContext())
     expected = Gaussian(1.0)(x, x) @ flow.drift(x, torch.tensor(0.0, dtype=F64)) / 300
     assert torch.allclose(v, expected, atol=1e-12)
     with pytest.raises(ConfigError, match="bandwidth"):

@@ -6,7 +6,8 @@ For particles ``x_1..x_N`` and fixed target samples ``y_1..y_M`` the velocity is
 
 (the gradient of the witness function; SPEC §2.11.5 checks it against autograd). Interactions are computed in
 row blocks, so memory is O((N + M) * chunk). With ``noise > 0`` the witness gradient is evaluated at
-``x_i + noise * u_i``, ``u ~ N(0, I)`` (noise injection, which helps the flow escape local optima).
+``x_i + noise * u_i``, ``u ~ N(0, I)`` (noise injection, which helps the flow escape local optima), drawn from
+the solve's generator (the sampling context), so a seed fixes the whole run and the flow holds no RNG state.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from torch import Tensor
 
 from diffflow_core.data import load_dataset
 from diffflow_core.errors import ConfigError, missing_data
-from diffflow_core.interfaces import Flow, check_steps
+from diffflow_core.interfaces import Flow, SamplingContext, check_steps
+from diffflow_core.tensors import draw_device
 from diffflow_kl.kernels import RadialKernel, grad_mean, make_kernel
 
 __all__ = ["MMDFlow"]
@@ -53,26 +55,20 @@ class MMDFlow(Flow):
         self.register_buffer("targets", dataset.sample(points, torch.Generator().manual_seed(int(seed))))
         self.event_shape = tuple(event_shape)
         self.horizon, self.noise, self.chunk, self.seed = float(horizon), float(noise), chunk, int(seed)
-        self._noise_gen: torch.Generator | None = None
 
     def witness_grad(self, z: Tensor, x: Tensor) -> Tensor:
         """``grad`` of the witness ``E_p k(., y) - E_rho k(., x)`` at ``z`` (``x`` the particles)."""
         y = self.targets.to(dtype=x.dtype, device=x.device)
         return grad_mean(self.kernel, z, y, self.chunk) - grad_mean(self.kernel, z, x, self.chunk)
 
-    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+    def drift(self, x: Tensor, t: Tensor, context: SamplingContext) -> Tensor:
         z = x
         if self.noise > 0:
-            if self._noise_gen is None or self._noise_gen.device != x.device:
-                self._noise_gen = torch.Generator(device=x.device).manual_seed(self.seed)
-            z = x + self.noise * torch.randn(x.shape, generator=self._noise_gen, device=x.device, dtype=x.dtype)
+            generator = context.generator
+            z = x + self.noise * torch.randn(x.shape, generator=generator, device=draw_device(generator, x.device),
+                                             dtype=x.dtype).to(x.device)
         return self.witness_grad(z, x)
 
     def time_grid(self, steps: int) -> Tensor:
         check_steps(steps)
         return torch.linspace(0.0, self.horizon, steps + 1, dtype=torch.float64)
-
-    def prior(self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None) -> Tensor:
-        """Standard normal particles; also restarts the injection noise so a seed fixes the whole run."""
-        self._noise_gen = None
-        return super().prior(n, generator, device)

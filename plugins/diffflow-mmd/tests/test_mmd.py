@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from diffflow_core.build import build
+from diffflow_core import build
 from diffflow_core.errors import ConfigError
 from diffflow_kl.kernels import sq_dists
 from diffflow_mmd.flow import MMDFlow
@@ -29,11 +29,11 @@ def test_velocity_is_minus_the_autograd_gradient_of_n_half_mmd2(name, params):
     flow.targets = flow.targets.to(F64)
     x = torch.randn(45, 2, generator=torch.Generator().manual_seed(1), dtype=F64).requires_grad_(True)
     (grad,) = torch.autograd.grad(half_mmd2_times_n(flow.kernel, x, flow.targets), x)
-    v = flow.drift(x.detach(), torch.tensor(0.0, dtype=F64))
+    v = flow.evaluate_drift(x.detach(), torch.tensor(0.0, dtype=F64))
     assert torch.allclose(v, -grad, atol=1e-10)
     unchunked = MMDFlow(data, kernel={"name": name, **params}, points=60)
     unchunked.targets = flow.targets
-    assert torch.allclose(unchunked.drift(x.detach(), torch.tensor(0.0, dtype=F64)), v, atol=1e-12)
+    assert torch.allclose(unchunked.evaluate_drift(x.detach(), torch.tensor(0.0, dtype=F64)), v, atol=1e-12)
 
 
 def test_flow_decreases_mmd_and_noise_is_seeded():

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import torch
 from torch import Tensor
 
-from diffflow_core import Flow, Smoother, Solver
+from diffflow_core import Evaluator, Solver
 from diffflow_core.errors import ConfigError
 
 __all__ = ["AncestralDDPM", "AncestralDDIM"]
@@ -20,17 +19,13 @@ __all__ = ["AncestralDDPM", "AncestralDDIM"]
 class _Ancestral(Solver):
     order = 1
     stochastic = True
+    requires = ("ancestral_step",)
     eta: ClassVar[float] = 1.0
 
-    def step(self, flow: Flow, smoother: Smoother, x: Tensor, t0: Tensor, t1: Tensor, *,
-             generator: torch.Generator | None, last: bool) -> Tensor:
-        if not hasattr(flow, "ancestral_step"):
-            raise ConfigError(f"solver {type(self).__name__}: flow {type(flow).__name__} has no ancestral_step; "
-                              "ancestral samplers need an 'ndm' flow")
+    def step(self, drift: Evaluator, x: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
         if not t1 < t0:
             raise ConfigError(f"times: ancestral sampling runs from t = 1 down to 0, got a step {float(t0)} -> {float(t1)}")
-        self.nfe += 1
-        return flow.ancestral_step(x, t0, t1, self.eta, generator)
+        return drift.call(drift.flow.ancestral_step, x, t0, t1, self.eta, drift.generator)
 
 
 class AncestralDDPM(_Ancestral):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from diffflow_core.build import build
+from diffflow_core import build
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Batch, Flow
 from diffflow_core.plugins import registry

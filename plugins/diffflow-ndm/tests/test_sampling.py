@@ -46,7 +46,7 @@ def test_conditional_ode_moves_along_the_forward_marginal(make_flow, fixed, smal
     errors = []
     with torch.no_grad():
         for steps in (40, 80):
-            z = solver.solve(flow, path(1.0), flow.time_grid(steps).double())
+            z = solver.solve(flow, path(1.0), flow.time_grid(steps).double()).x
             errors.append(float((z - path(0.0)).abs().max()))
     assert errors[1] < 1e-3 and errors[0] / errors[1] > 3, errors
 
@@ -76,7 +76,7 @@ def test_conditional_sde_keeps_the_forward_marginal(make_flow, fixed, small_net)
     solver = registry("solvers").create("euler-maruyama")
     with torch.no_grad():  # the kernel's solver on samples agrees with the propagated law
         z = solver.solve(flow, z, torch.linspace(0.05, 0.02, 31, dtype=torch.float64),
-                         generator=torch.Generator().manual_seed(3))
+                         generator=torch.Generator().manual_seed(3)).x
     alpha, sigma = at(torch.tensor(0.02, dtype=torch.float64))
     assert torch.allclose(z.mean(0), (alpha * flow.transform(x, torch.full((1,), 0.02, dtype=torch.float64)))[0],
                           atol=4 * float(sigma) / math.sqrt(4000))
@@ -120,8 +120,9 @@ def test_ancestral_samplers_draw_gaussian_data_with_the_exact_denoiser(make_flow
     sampler = registry("solvers").create(solver)
     gen = torch.Generator().manual_seed(4)
     with torch.no_grad():
-        z = sampler.solve(flow, flow.prior(20_000, gen).double(), flow.time_grid(200).double(), generator=gen)
-    assert sampler.nfe == 200
+        out = sampler.solve(flow, flow.prior(20_000, gen).double(), flow.time_grid(200).double(), generator=gen)
+    z = out.x
+    assert out.nfe == 200 == sampler.nfe(200, flow)
     assert torch.allclose(z.mean(0), mean, atol=0.03)
     assert torch.allclose(z.std(0), torch.full((2,), std, dtype=torch.float64), rtol=0.03)
 

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from diffflow_core.conditioning import ClassConditioned
 from diffflow_core.errors import ConfigError
-from diffflow_core.interfaces import Flow, as_time, check_steps
+from diffflow_core.interfaces import Flow, SamplingContext, as_time, check_steps
 from diffflow_core.networks import build_network
 from diffflow_core.tensors import per_sample
 from diffflow_score.schedules import SCHEDULES, Schedule
@@ -120,55 +120,61 @@ class ScoreFlow(ClassConditioned, Flow):
         preconditioned network's target unit variance at every noise level (SPEC §2.6)."""
         return (sigma ** 2 + self.sigma_data ** 2) / (sigma * self.sigma_data) ** 2
 
-    def _predict(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
-        """The native output at the active sampling label/guidance (or the given labels ``y``)."""
+    def _predict(self, x: Tensor, t: Tensor | float, y: Tensor | None = None,
+                 context: SamplingContext | None = None) -> Tensor:
+        """The native output at the given labels ``y``, else at the context's label and guidance (unconditional
+        without a label)."""
         t = as_time(t, x)
         if not self.conditional:
             return self._network(x, t, None)
         if y is not None:
             return self._network(x, t, y)
         null = self.null_labels(x.shape[0], x.device)
-        if self._label is None:
+        labels, guidance = self.conditioning(x, context)
+        if labels is None:
             return self._network(x, t, null)
-        labels = self._labels_for(x)
-        if self._guidance == 1.0:
+        if guidance == 1.0:
             return self._network(x, t, labels)
         both = self._network(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]))
         cond, uncond = both.chunk(2)
-        return uncond + self._guidance * (cond - uncond)
+        return uncond + guidance * (cond - uncond)
 
-    def score(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
+    def score(self, x: Tensor, t: Tensor | float, y: Tensor | None = None,
+              context: SamplingContext | None = None) -> Tensor:
         """``grad log p_t(x)`` of the noisy marginal at time ``t`` (for EDM ``(D - x)/sigma^2``, SPEC §2.6)."""
         t = as_time(t, x)
-        out = self._predict(x, t, y)
+        out = self._predict(x, t, y, context)
         if self.parameterisation == "edm":
             return (out - x) / per_sample(t, x) ** 2
         return -out / per_sample(self.schedule.std(t), x)
 
-    def denoise(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
+    def denoise(self, x: Tensor, t: Tensor | float, y: Tensor | None = None,
+                context: SamplingContext | None = None) -> Tensor:
         """Tweedie's ``E[y | x_t] = (x + std^2 s) / alpha``; for EDM (t = sigma) the denoiser ``D(x; sigma)``."""
         t = as_time(t, x)
         if self.parameterisation == "edm":
-            return self._predict(x, t, y)
+            return self._predict(x, t, y, context)
         alpha, std = per_sample(self.schedule.alpha(t), x), per_sample(self.schedule.std(t), x)
-        return (x - std * self._predict(x, t, y)) / alpha
+        return (x - std * self._predict(x, t, y, context)) / alpha
 
-    def epsilon(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
+    def epsilon(self, x: Tensor, t: Tensor | float, y: Tensor | None = None,
+                context: SamplingContext | None = None) -> Tensor:
         """The predicted noise ``eps_hat = -std(t) s(x, t)``."""
         t = as_time(t, x)
         if self.parameterisation == "edm":
-            return (x - self._predict(x, t, y)) / per_sample(t, x)
-        return self._predict(x, t, y)
+            return (x - self._predict(x, t, y, context)) / per_sample(t, x)
+        return self._predict(x, t, y, context)
 
     # -- the flow ------------------------------------------------------------------------------------
-    def _drift(self, x: Tensor, t: Tensor, score_weight: float) -> Tensor:
+    def _drift(self, x: Tensor, t: Tensor, score_weight: float, context: SamplingContext | None = None) -> Tensor:
         t = as_time(t, x)
         f, g2 = per_sample(self.schedule.f(t), x), per_sample(self.schedule.g2(t), x)
-        return f * x - score_weight * g2 * self.score(x, t)
+        return f * x - score_weight * g2 * self.score(x, t, context=context)
 
-    def drift(self, x: Tensor, t: Tensor) -> Tensor:
-        """PF-ODE drift (``mode='ode'``) or reverse-SDE drift (``mode='sde'``, the score term doubled)."""
-        return self._drift(x, t, 1.0 if self.mode == "sde" else 0.5)
+    def drift(self, x: Tensor, t: Tensor, context: SamplingContext) -> Tensor:
+        """PF-ODE drift (``mode='ode'``) or reverse-SDE drift (``mode='sde'``, the score term doubled), at the
+        context's label and guidance."""
+        return self._drift(x, t, 1.0 if self.mode == "sde" else 0.5, context)
 
     def ode_drift(self, x: Tensor, t: Tensor) -> Tensor:
         """The probability-flow ODE drift whatever the mode: what ``log_prob`` integrates (SPEC §1.7)."""

@@ -1,7 +1,8 @@
 """Samplers specific to score flows: EDM's stochastic churn and NCSN's annealed Langevin dynamics.
 
 Both are :class:`diffflow_core.Solver` s over the flow's own grid, so NFE counting, NaN checks and trajectory
-recording come from the kernel loop.
+recording come from the kernel loop; what each needs of a flow is declared (``requires``, :meth:`check`) and
+refused before any work.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from torch import Tensor
 
 from diffflow_core.errors import ConfigError
-from diffflow_core.interfaces import Flow, Smoother, Solver
+from diffflow_core.interfaces import Evaluator, Flow, Solver
 from diffflow_core.tensors import draw_device
 from diffflow_solvers.solvers import Heun
 
@@ -49,23 +50,22 @@ class EDMChurn(Heun):
         self.s_tmin = _number("s_tmin", s_tmin, 0.0)
         self.s_tmax = _number("s_tmax", s_tmax, self.s_tmin)
         self.s_noise = _number("s_noise", s_noise, 0.0)
-        self._steps = 1
 
-    def solve(self, flow: Flow, x0: Tensor, times: Any, **kwargs: Any) -> Tensor:
+    def check(self, flow: Flow) -> None:
+        """Churn re-noises in sigma, so the flow's time must be sigma: a ``score`` flow with ``edm``."""
+        super().check(flow)
         if getattr(flow, "parameterisation", None) != "edm":
             raise ConfigError(f"solver edm-churn: needs a 'score' flow with parameterisation 'edm' (time = sigma), "
                               f"got {type(flow).__name__} {getattr(flow, 'parameterisation', '')}".rstrip())
-        self._steps = len(times) - 1
-        return super().solve(flow, x0, times, **kwargs)
 
-    def step(self, flow: Flow, smoother: Smoother, x: Tensor, t0: Tensor, t1: Tensor, *,
-             generator: torch.Generator | None, last: bool) -> Tensor:
-        gamma = min(self.s_churn / self._steps, math.sqrt(2) - 1) if self.s_tmin <= float(t0) <= self.s_tmax else 0.0
+    def step(self, drift: Evaluator, x: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
+        steps = drift.context.steps
+        gamma = min(self.s_churn / steps, math.sqrt(2) - 1) if self.s_tmin <= float(t0) <= self.s_tmax else 0.0
         if gamma > 0:
             t_hat = t0 * (1 + gamma)
-            x = x + torch.sqrt(t_hat ** 2 - t0 ** 2) * self.s_noise * _noise(x, generator)
+            x = x + torch.sqrt(t_hat ** 2 - t0 ** 2) * self.s_noise * _noise(x, drift.generator)
             t0 = t_hat
-        return super().step(flow, smoother, x, t0, t1, generator=generator, last=last)
+        return super().step(drift, x, t0, t1)
 
 
 class AnnealedLangevin(Solver):
@@ -79,6 +79,7 @@ class AnnealedLangevin(Solver):
 
     order = 1
     stochastic = True
+    requires = ("score", "schedule", "denoise")
 
     def __init__(self, langevin_steps: int = 10, step_ratio: float = 1.0, denoise_last: bool = True) -> None:
         super().__init__()
@@ -88,15 +89,15 @@ class AnnealedLangevin(Solver):
         self.step_ratio = _number("step_ratio", step_ratio, 0.0, strict=True)
         self.denoise_last = bool(denoise_last)
 
-    def step(self, flow: Flow, smoother: Smoother, x: Tensor, t0: Tensor, t1: Tensor, *,
-             generator: torch.Generator | None, last: bool) -> Tensor:
-        if not (hasattr(flow, "score") and hasattr(flow, "schedule")):
-            raise ConfigError(f"solver annealed-langevin: needs a 'score' flow, got {type(flow).__name__}")
+    def nfe(self, steps: int, flow: Flow) -> int:
+        """``langevin_steps`` score evaluations per level, plus the final denoising with ``denoise_last``."""
+        return steps * self.langevin_steps + (1 if self.denoise_last else 0)
+
+    def step(self, drift: Evaluator, x: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
+        flow, context = drift.flow, drift.context
         a = self.step_ratio * flow.schedule.std(t1) ** 2
         for _ in range(self.langevin_steps):
-            self.nfe += 1
-            x = x + 0.5 * a * flow.score(x, t1) + torch.sqrt(a) * _noise(x, generator)
-        if last and self.denoise_last:
-            self.nfe += 1
-            x = flow.denoise(x, t1)
+            x = x + 0.5 * a * drift.call(flow.score, x, t1, context=context) + torch.sqrt(a) * _noise(x, drift.generator)
+        if drift.last and self.denoise_last:
+            x = drift.call(flow.denoise, x, t1, context=context)
         return x

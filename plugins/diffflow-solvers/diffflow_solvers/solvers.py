@@ -1,5 +1,5 @@
-"""Fixed-grid solvers. Each declares its ``order`` and whether it handles diffusion (``stochastic``); the
-shared loop, NFE counting, NaN/Inf checks and recording live in :class:`diffflow_core.Solver`."""
+"""Fixed-grid solvers. Each declares its ``order``, its evaluations per step and whether it handles diffusion
+(``stochastic``); the shared loop, NFE counting, NaN/Inf checks and recording live in :class:`diffflow_core.Solver`."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from diffflow_core import Flow, Smoother, Solver
+from diffflow_core import Evaluator, Flow, Solver
 from diffflow_core.tensors import draw_device, per_sample
 
 __all__ = ["Euler", "Heun", "EulerMaruyama"]
@@ -18,10 +18,8 @@ class Euler(Solver):
 
     order = 1
 
-    def step(self, flow: Flow, smoother: Smoother, x: Tensor, t0: Tensor, t1: Tensor, *,
-             generator: torch.Generator | None, last: bool) -> Tensor:
-        self.nfe += 1
-        return smoother.advance(flow, x, t0, t1 - t0)
+    def step(self, drift: Evaluator, x: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
+        return drift.advance(x, t0, t1 - t0)
 
 
 class Heun(Solver):
@@ -29,15 +27,19 @@ class Heun(Solver):
     sigma = 0) the correction is skipped, as in EDM's sampler."""
 
     order = 2
+    evaluations_per_step = 2
 
-    def step(self, flow: Flow, smoother: Smoother, x: Tensor, t0: Tensor, t1: Tensor, *,
-             generator: torch.Generator | None, last: bool) -> Tensor:
+    def nfe(self, steps: int, flow: Flow) -> int:
+        """Two evaluations per step, one fewer when the last correction into a singular end is skipped."""
+        return 2 * steps - (1 if flow.singular_end else 0)
+
+    def step(self, drift: Evaluator, x: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
         dt = t1 - t0
-        v0 = self._velocity(flow, smoother, x, t0)
+        v0 = drift.velocity(x, t0)
         x1 = x + dt * v0
-        if last and flow.singular_end:
+        if drift.last and drift.flow.singular_end:
             return x1
-        v1 = self._velocity(flow, smoother, x1, t1)
+        v1 = drift.velocity(x1, t1)
         return x + dt * 0.5 * (v0 + v1)
 
 
@@ -49,16 +51,15 @@ class EulerMaruyama(Solver):
     order = 1
     stochastic = True
 
-    def step(self, flow: Flow, smoother: Smoother, x: Tensor, t0: Tensor, t1: Tensor, *,
-             generator: torch.Generator | None, last: bool) -> Tensor:
+    def step(self, drift: Evaluator, x: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
         dt = t1 - t0
-        x = x + dt * self._velocity(flow, smoother, x, t0)
-        g = flow.diffusion(t0)
-        if last and flow.singular_end:
+        x = x + dt * drift.velocity(x, t0)
+        g = drift.flow.diffusion(t0)
+        if drift.last and drift.flow.singular_end:
             return x
         if not isinstance(g, Tensor) and g == 0:
             return x
-        noise = torch.randn(x.shape, generator=generator, device=draw_device(generator, x.device),
+        noise = torch.randn(x.shape, generator=drift.generator, device=draw_device(drift.generator, x.device),
                             dtype=x.dtype).to(x.device)
         g = torch.as_tensor(g, dtype=x.dtype, device=x.device)
         if g.ndim == 1 and g.shape[0] == x.shape[0]:

@@ -1,4 +1,6 @@
-"""Closed-form problems and an order estimator for testing fixed-grid solvers (yours too).
+"""EDM's closed-form Gaussian problem for measuring solver orders on EDM's decreasing rho-grid, beside the
+kernel kit's generic pieces (:mod:`diffflow_core.testing`: ``Problem``, ``decay_problem``, ``fitted_order``,
+re-exported here for existing imports).
 
 A solver's order is measured, not asserted: :func:`fitted_order` solves a problem with an exact solution at
 several step counts and fits the slope of ``log(error)`` against ``log(steps)``; a method of order ``p`` gives
@@ -6,24 +8,14 @@ a slope of about ``-p``. The problems run in float64 so round-off stays far belo
 """
 from __future__ import annotations
 
-import functools
-from typing import Callable, Sequence
-
-import attrs
 import torch
 from torch import Tensor
 
-from diffflow_core.interfaces import Flow, Solver
+from diffflow_core.interfaces import Flow
+from diffflow_core.testing import Decay, Problem, decay_problem, fitted_order, fitted_slope
 
 __all__ = ["Problem", "Decay", "EDMGaussian", "decay_problem", "edm_gaussian_problem", "fitted_slope",
            "fitted_order"]
-
-
-class Decay(Flow):
-    """``dx/dt = -x`` with exact solution ``x(t) = x(t0) e^{-(t - t0)}``."""
-
-    def drift(self, x: Tensor, t: Tensor) -> Tensor:
-        return -x
 
 
 class EDMGaussian(Flow):
@@ -47,25 +39,6 @@ class EDMGaussian(Flow):
         return x_start * ((self.s ** 2 + sigma_end ** 2) / (self.s ** 2 + sigma_start ** 2)) ** 0.5
 
 
-@attrs.frozen
-class Problem:
-    """A flow, an initial state, a grid maker ``steps -> times`` and the exact final state."""
-
-    flow: Flow
-    x0: Tensor
-    grid: Callable[[int], Tensor]
-    exact: Tensor
-
-
-def decay_problem(t_end: float = 1.0) -> Problem:
-    """``dx/dt = -x`` from ``x(0) = (1, -2, 0.5)`` to ``t_end`` on a uniform grid."""
-    from diffflow_solvers.grids import uniform
-
-    x0 = torch.tensor([[1.0], [-2.0], [0.5]], dtype=torch.float64)
-    grid = functools.partial(uniform, start=0.0, end=t_end, dtype=torch.float64)
-    return Problem(Decay(), x0, grid, x0 * torch.exp(torch.tensor(-t_end, dtype=torch.float64)))
-
-
 def edm_gaussian_problem(s: float = 0.5, sigma_max: float = 80.0, sigma_min: float = 0.002,
                          rho: float = 7.0) -> Problem:
     """The EDM Gaussian PF-ODE from ``sigma_max`` down to ``sigma_min > 0`` on EDM's rho-grid (decreasing)."""
@@ -79,18 +52,3 @@ def edm_gaussian_problem(s: float = 0.5, sigma_max: float = 80.0, sigma_min: flo
                    dtype=torch.float64)
 
     return Problem(flow, x0, grid, flow.exact(x0, sigma_max, sigma_min))
-
-
-def fitted_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Least-squares slope of ``log(ys)`` against ``log(xs)``."""
-    lx = torch.log(torch.as_tensor(xs, dtype=torch.float64))
-    ly = torch.log(torch.as_tensor(ys, dtype=torch.float64))
-    lx, ly = lx - lx.mean(), ly - ly.mean()
-    return float((lx * ly).sum() / (lx * lx).sum())
-
-
-def fitted_order(solver: Solver, problem: Problem, steps: Sequence[int] = (8, 16, 32, 64)) -> float:
-    """Minus the fitted log-log slope of the endpoint error against the step count: ~ the solver's order."""
-    errors = [float((solver.solve(problem.flow, problem.x0, problem.grid(n)) - problem.exact).abs().max())
-              for n in steps]
-    return -fitted_slope(steps, errors)

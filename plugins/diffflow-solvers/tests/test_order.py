@@ -22,7 +22,7 @@ def test_fitted_order(problem, name, order):
 def test_solution_of_the_edm_problem_is_exact_in_the_limit():
     """The closed form really solves the ODE: a fine Heun solve agrees to 1e-4 relative."""
     problem = edm_gaussian_problem()
-    x = registry("solvers").create("heun").solve(problem.flow, problem.x0, problem.grid(1000))
+    x = registry("solvers").create("heun").solve(problem.flow, problem.x0, problem.grid(1000)).x
     assert torch.allclose(x, problem.exact, rtol=1e-4, atol=0)
 
 
@@ -45,7 +45,7 @@ def test_euler_maruyama_weak_error_is_first_order():
     for k in steps:
         x0 = torch.full((n, 1), x_start, dtype=torch.float64)
         x = registry("solvers").create("euler-maruyama").solve(
-            OU(), x0, uniform(k, dtype=torch.float64), generator=torch.Generator().manual_seed(0))
+            OU(), x0, uniform(k, dtype=torch.float64), generator=torch.Generator().manual_seed(0)).x
         mean_err.append(float((x.mean() - exact_mean).abs()))
         var_err.append(float((x.var() - exact_var).abs()))
     assert abs(-fitted_slope(steps, mean_err) - 1) < 0.2, mean_err
@@ -55,8 +55,8 @@ def test_euler_maruyama_weak_error_is_first_order():
 def test_euler_maruyama_without_diffusion_is_euler():
     problem = decay_problem()
     grid = problem.grid(10)
-    em = registry("solvers").create("euler-maruyama").solve(problem.flow, problem.x0, grid)
-    assert torch.equal(em, registry("solvers").create("euler").solve(problem.flow, problem.x0, grid))
+    em = registry("solvers").create("euler-maruyama").solve(problem.flow, problem.x0, grid).x
+    assert torch.equal(em, registry("solvers").create("euler").solve(problem.flow, problem.x0, grid).x)
 
 
 def test_fitted_slope_recovers_an_exact_power_law():

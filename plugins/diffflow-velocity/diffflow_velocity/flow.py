@@ -21,7 +21,7 @@ from torch import Tensor
 
 from diffflow_core.conditioning import ClassConditioned
 from diffflow_core.errors import ConfigError
-from diffflow_core.interfaces import Flow, as_time
+from diffflow_core.interfaces import Flow, SamplingContext, as_time
 from diffflow_core.networks import build_network
 from diffflow_core.tensors import per_sample
 from diffflow_velocity.sources import GaussianSource, make_source
@@ -74,10 +74,12 @@ class VelocityFlow(ClassConditioned, Flow):
         cond, uncond = both.chunk(2)
         return uncond + guidance * (cond - uncond)
 
-    def drift(self, x: Tensor, t: Tensor) -> Tensor:
-        if self._label is None:
+    def drift(self, x: Tensor, t: Tensor, context: SamplingContext) -> Tensor:
+        """The field at the context's label and guidance (unconditional without a label)."""
+        labels, guidance = self.conditioning(x, context)
+        if labels is None:
             return self.field(x, t)
-        return self.guided_field(x, t, self._labels_for(x), self._guidance)
+        return self.guided_field(x, t, labels, guidance)
 
     # -- paths and laws --------------------------------------------------------------------------------
     def interpolate(self, x1: Tensor, x2: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:

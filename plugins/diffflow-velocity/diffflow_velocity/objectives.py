@@ -1,5 +1,6 @@
 """Objectives of the velocity flow (SPEC §4.2): the rectified-flow regression (eq 18) and the path-constrained
-loss (eq 19), both on pairs ``(x_1, x_2)`` of the source law and the data, and optional reflow.
+loss (eq 19), both on pairs ``(x_1, x_2)`` of the source law and the data, and optional reflow. Flow matching
+can pair each minibatch by optimal transport or train the Schrodinger-bridge variant (:mod:`.couplings`).
 
 Per-sample losses are squared norms divided by the dimension D (a mean over coordinates), so the scale does not
 grow with the image size. Class-conditional flows train with label dropout: each label is replaced by the null
@@ -7,7 +8,6 @@ label with probability ``label_dropout``, which fits the unconditional field use
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import attrs
@@ -15,8 +15,9 @@ import torch
 from torch import Tensor
 
 from diffflow_core.errors import ConfigError
-from diffflow_core.interfaces import Batch, Objective
+from diffflow_core.interfaces import Batch, Objective, SamplingContext
 from diffflow_core.tensors import per_sample
+from diffflow_velocity.couplings import MinibatchCoupling, brownian_bridge, make_coupling
 from diffflow_velocity.flow import VelocityFlow
 from diffflow_velocity.sources import draw_device
 
@@ -65,14 +66,17 @@ class _PathObjective(Objective):
             raise ConfigError(f"label_dropout: expected a probability in [0, 1), got {label_dropout!r}")
         if isinstance(t_min, bool) or not isinstance(t_min, (int, float)) or not 0 <= t_min < 1:
             raise ConfigError(f"t_min: expected a number in [0, 1), got {t_min!r}")
-        self.label_dropout, self.t_min = float(label_dropout), float(t_min)
+        self.label_dropout, self.t_min, self.t_max = float(label_dropout), float(t_min), 1.0
         self.coupling: Coupling | None = None
+        self.pairing: MinibatchCoupling | None = None  # how fresh draws are paired (None: independently)
 
     def path_sample(self, flow: VelocityFlow, batch: Batch, generator: torch.Generator | None = None,
                     t: Tensor | None = None) -> PathSample:
-        """Pair the batch with source draws (or reflow pairs), draw ``t ~ U[t_min, 1)`` unless given."""
+        """Pair the batch with source draws (by :attr:`pairing`) or take reflow pairs, draw
+        ``t ~ U[t_min, t_max)`` unless given, and add the bridge noise of an ``sb`` pairing."""
         if not isinstance(flow, VelocityFlow):
             raise ConfigError(f"flow: the velocity objectives need a 'velocity' flow, got {type(flow).__name__}")
+        self._check_path(flow)
         n, like = len(batch), batch.x
         if self.coupling is not None:
             index = torch.randint(0, self.coupling.x1.shape[0], (n,), generator=generator,
@@ -82,6 +86,10 @@ class _PathObjective(Objective):
         else:
             x2, y = like, batch.y
             x1 = flow.source.sample(n, generator, like.device, like.dtype)
+            if self.pairing is not None:
+                rows, cols = self.pairing.pair(x1, x2, generator)
+                x1, x2 = x1[rows.to(like.device)], x2[cols.to(like.device)]
+                y = None if y is None else y[cols.to(y.device)]
         if flow.conditional:
             if y is None:
                 raise ConfigError("data: a conditional velocity flow trains on labelled data (batch has no labels)")
@@ -90,9 +98,20 @@ class _PathObjective(Objective):
         else:
             y = None
         if t is None:
-            t = self.t_min + (1 - self.t_min) * _uniform(n, generator, like)
+            t = self.t_min + (self.t_max - self.t_min) * _uniform(n, generator, like)
         xt, target = flow.interpolate(x1, x2, t)
+        if self.pairing is not None and self.pairing.sigma is not None:
+            noise = torch.randn(xt.shape, generator=generator, dtype=xt.dtype,
+                                device=draw_device(generator, xt.device)).to(xt.device)
+            xt, target = brownian_bridge(xt, target, t, self.pairing.sigma, noise)
         return PathSample(x1, x2, t, xt, target, y)
+
+    def _check_path(self, flow: VelocityFlow | None) -> None:
+        """A minibatch coupling needs the ``linear`` path: on the ``ve`` path ``x(0) = x_2 + x_1`` is the
+        source law (data plus noise) only for independent pairs."""
+        if self.pairing is not None and flow is not None and flow.path != "linear":
+            raise ConfigError(f"coupling: {self.pairing.name!r} pairs need the 'linear' path (on the "
+                              f"{flow.path!r} path x(0) has the source law only for independent pairs)")
 
     def per_sample(self, flow: VelocityFlow, path: PathSample) -> Tensor:
         raise NotImplementedError
@@ -118,18 +137,41 @@ class _PathObjective(Objective):
         if flow.conditional:
             y = torch.randint(0, flow.num_classes, (n,), generator=generator,
                               device=draw_device(generator, "cpu")).to(x1.device)
-        with flow.sampling(label=y) if y is not None else contextlib.nullcontext():
-            x2 = model._solver(solver).solve(flow, x1, flow.time_grid(steps).to(x1), smoother=model.smoother)
+        context = SamplingContext(options={} if y is None else {"label": y})
+        x2 = model._solver(solver).solve(flow, x1, flow.time_grid(steps).to(x1), smoother=model.smoother,
+                                         context=context).x
         self.coupling = Coupling(x1, x2, y)
         return self.coupling
 
 
 class FlowMatching(_PathObjective):
     """Rectified-flow regression ``E || f(x(t), t) - dx/dt ||^2`` (SPEC eq 18); its optimum is
-    ``f*(x, t) = E[x_2 - x_1 | x(t) = x]`` (SPEC §4.1)."""
+    ``f*(x, t) = E[x_2 - x_1 | x(t) = x]`` (SPEC §4.1), the expectation under the pairs' law q.
 
-    def __init__(self, label_dropout: float = 0.0, t_min: float = 0.0, flow: Any = None) -> None:
+    ``coupling`` chooses q (Tong et al. 2023, see :mod:`diffflow_velocity.couplings`): ``independent``
+    (default), ``ot`` (the exact minibatch OT plan, OT-CFM, their eq 17), ``sinkhorn`` (the entropic plan with
+    regularisation ``reg``) or ``sb`` (SB-CFM: the entropic plan with ``reg = 2 sigma^2`` and the Brownian-bridge
+    path of eqs 20-21, whose target diverges like ``t^(-1/2)`` at both ends, so t is drawn from
+    ``[t_min, 1 - t_min]`` with ``t_min`` defaulting to 1e-3; other couplings default to ``t_min = 0``).
+    Under data-parallel training each rank couples its own minibatch (a per-rank plan, as in torchcfm), so the
+    plan's size, and with it minibatch OT's bias, is set by the per-rank batch size, not by the number of ranks.
+    Reflow pairs, once set, replace the minibatch plan; an ``sb`` coupling still adds its bridge noise to them.
+    """
+
+    def __init__(self, label_dropout: float = 0.0, t_min: float | None = None, coupling: str = "independent",
+                 reg: float | None = None, sigma: float | None = None, flow: Any = None) -> None:
+        pairing = make_coupling(coupling, reg, sigma)
+        bridge = pairing is not None and pairing.sigma is not None
+        if t_min is None:
+            t_min = 1e-3 if bridge else 0.0
+        if bridge and (isinstance(t_min, bool) or not isinstance(t_min, (int, float)) or not 0 < t_min < 0.5):
+            raise ConfigError(f"t_min: the bridge target (eq 21) is singular at t = 0 and 1, so coupling='sb' "
+                              f"draws t from [t_min, 1 - t_min]; expected 0 < t_min < 0.5, got {t_min!r}")
         super().__init__(label_dropout, t_min, flow)
+        self.pairing = pairing
+        if bridge:
+            self.t_max = 1.0 - self.t_min
+        self._check_path(flow)
 
     def per_sample(self, flow: VelocityFlow, path: PathSample) -> Tensor:
         return _sq_norm(flow.field(path.xt, path.t, path.y) - path.target)

@@ -102,8 +102,8 @@ def translate(x: Tensor, source: Any, target: Any, *, flow: Any = None, steps: i
     solver = registry("solvers").create(solver) if isinstance(solver, str) else solver
     times = torch.linspace(0.0, 1.0, steps + 1, dtype=x.dtype, device=x.device)
     if method == "difference":
-        return Translation(solver.solve(_Difference(src, dst), x, times), None, solver.nfe)
+        difference = solver.solve(_Difference(src, dst), x, times)
+        return Translation(difference.x, None, difference.nfe)
     latent = solver.solve(src, x, times.flip(0))
-    nfe = solver.nfe
-    out = solver.solve(dst, latent, times)
-    return Translation(out, latent, nfe + solver.nfe)
+    out = solver.solve(dst, latent.x, times)
+    return Translation(out.x, latent.x, latent.nfe + out.nfe)

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from diffflow_core.errors import ConfigError
+from diffflow_core.interfaces import SamplingContext
 from diffflow_core.model import Model
 from diffflow_velocity.flow import VelocityFlow
 
@@ -30,15 +31,19 @@ def test_guidance_reproduces_conditional_and_unconditional_fields_and_is_linear(
         assert torch.allclose(flow.guided_field(x, t, y, w), uncond + w * (cond - uncond), atol=1e-12)
 
 
-def test_sampling_context_applies_label_and_guidance_then_restores(flow):
+def context(flow, **options):
+    return SamplingContext(options=flow.check_sampling_options(options))
+
+
+def test_sampling_context_applies_label_and_guidance_and_the_flow_keeps_none(flow):
     x, t = inputs()
-    with flow.sampling(label=1, guidance=2.0):
-        guided = flow.drift(x, t)
+    guided = flow.drift(x, t, context(flow, label=1, guidance=2.0))
     assert torch.allclose(guided, flow.guided_field(x, t, torch.full((50,), 1), 2.0))
-    assert torch.allclose(flow.drift(x, t), flow.field(x, t))  # restored: unconditional
+    assert torch.allclose(flow.evaluate_drift(x, t), flow.field(x, t))  # no context: unconditional
     per_particle = torch.arange(50) % 3
-    with flow.sampling(label=per_particle):
-        assert torch.allclose(flow.drift(x, t), flow.field(x, t, per_particle))
+    assert torch.allclose(flow.drift(x, t, context(flow, label=per_particle)), flow.field(x, t, per_particle))
+    with pytest.raises(ConfigError, match=r"label: expected one label per particle, shape \(10,\)"):
+        flow.drift(x[:10], t[:10], context(flow, label=per_particle))
 
 
 def test_model_sample_passes_label_and_guidance(flow):
@@ -55,14 +60,14 @@ def test_model_sample_passes_label_and_guidance(flow):
                                            ({"label": 0, "guidance": float("nan")}, "guidance")])
 def test_bad_sampling_options_are_rejected(flow, options, field):
     with pytest.raises(ConfigError, match=field):
-        with flow.sampling(**options):
-            pass
+        flow.check_sampling_options(options)
+    with pytest.raises(ConfigError, match="flow VelocityFlow accepts .*label, guidance.*got \\['steps'\\]"):
+        flow.check_sampling_options({"steps": 3})
 
 
 def test_unconditional_flow_rejects_labels():
     flow = VelocityFlow(network={"name": "mlp", "hidden": 8, "depth": 1}, event_shape=(2,))
     with pytest.raises(ConfigError, match="unconditional"):
-        with flow.sampling(label=0):
-            pass
+        flow.check_sampling_options({"label": 0})
     with pytest.raises(ConfigError, match="num_classes"):
         VelocityFlow(event_shape=(2,), conditional=True)

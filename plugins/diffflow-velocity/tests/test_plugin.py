@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from diffflow_core import Flow, registry
-from diffflow_core.build import build
+from diffflow_core import build
 from diffflow_core.errors import ConfigError
 from diffflow_velocity.flow import VelocityFlow
 from diffflow_velocity.objectives import FlowMatching, PathConstrained
