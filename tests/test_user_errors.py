@@ -162,3 +162,16 @@ def test_an_out_that_is_a_file_is_one_line(tmp_path, capsys):
     assert main(["run", "--preset", "kl", "--out", str(tmp_path / "file")]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("diffflow: error: ") and "file" in line
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda p: p.write_bytes(b"[train]\nsteps = 3\n# \xff\xfe not UTF-8\n"), "is not UTF-8 text"),
+    (lambda p: p.mkdir(), "is not a file"),
+    (lambda p: p.write_text("[train\n"), "is not valid TOML"),
+])
+def test_a_config_path_that_cannot_be_read_is_one_line(tmp_path, capsys, make, expected):
+    path = tmp_path / "c.toml"
+    make(path)
+    assert main(["run", str(path)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("diffflow: error: config: ") and expected in line
