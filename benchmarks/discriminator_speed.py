@@ -31,11 +31,12 @@ import torch.nn.functional as F
 from diffflow_core import build
 from diffflow_core.commands.bench import output_dir
 from diffflow_core.training import Trainer
+from diffflow_discriminator.flow import DEFAULT_NETWORK as GPM_MLP
+from diffflow_score.presets import GPM_SCORE_MLP
 
 BATCH, N = 128, 56
-#: GPM's network sizes (the issue's timings), whatever the presets default to.
-GPM_MLP = {"name": "mlp", "hidden": 512, "depth": 4, "activation": "leaky_relu"}
-GPM_SCORE_MLP = {"name": "mlp", "hidden": 512, "depth": 4, "embedding_dim": 128, "fourier_scale": 2.0}
+#: GPM's network sizes (the issue's timings), whatever the presets default to: GPM_MLP is the discriminator
+#: flow's default 4x512 network, GPM_SCORE_MLP the score family's.
 SIZES = {"gan": {"flow": {"network": GPM_MLP}, "smoother": {"network": GPM_MLP}},
          "discriminator-flow": {"flow": {"network": GPM_MLP}},
          # the data score is left untrained (data_steps = 0): its cost, not its quality, is measured

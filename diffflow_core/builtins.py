@@ -15,6 +15,12 @@ def register_smoothers(register):
 
 
 @hookimpl
+def register_flows(register):
+    register("compose", "diffflow_core.compose:ComposedFlow",
+             "Drift algebra: weighted sum of several flows' drifts, time maps between conventions (guidance, CFG)")
+
+
+@hookimpl
 def register_networks(register):
     register("mlp", "diffflow_core.networks.mlp:MLP", "MLP with Fourier/sinusoidal time embedding and labels")
     register("unet", "diffflow_core.networks.unet:UNet",

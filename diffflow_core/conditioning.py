@@ -8,12 +8,12 @@ and puts them in the context; the flow keeps neither as state.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import SamplingContext
 
@@ -39,8 +39,7 @@ class ClassConditioned:
         if label is not None and not self.conditional:
             raise ConfigError(f"label: this {type(self).__name__} is unconditional "
                               "(build it with conditional=True)")
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
-            raise ConfigError(f"guidance: expected a finite number, got {guidance!r}")
+        guidance = check.finite("guidance", guidance)
         if label is None:
             if guidance != 1.0:
                 raise ConfigError("guidance: classifier-free guidance needs a class label")

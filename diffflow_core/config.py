@@ -17,71 +17,26 @@ from __future__ import annotations
 
 import copy
 import json
-import math
-import numbers
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError, did_you_mean
 
 __all__ = ["ComponentSpec", "TrainConfig", "SampleConfig", "ModelConfig", "load_config", "merge"]
 
 
-def _field(instance: Any, attribute: attrs.Attribute) -> str:
-    return f"{type(instance).__name__.lower().replace('config', '')}.{attribute.name}"
-
-
-def _check_number(instance: Any, attribute: attrs.Attribute, value: Any, ok: Any, expected: str) -> None:
-    """The one number check: a real, finite number (not a bool, NaN or inf) for which ``ok(value)`` holds."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{_field(instance, attribute)}: expected {expected}, got {value!r}")
-    if not math.isfinite(value) or not ok(value):
-        finite = "" if math.isfinite(value) else " (not a finite number)"
-        raise ConfigError(f"{_field(instance, attribute)}: expected {expected}, got {value!r}{finite}")
-
-
-def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is not None:
-        _check_number(instance, attribute, value, lambda v: v > 0, "a positive number")
-
-
-def _non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    _check_number(instance, attribute, value, lambda v: v >= 0, "a number >= 0")
-
-
-def _positive_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    """Counts (steps, batch sizes, intervals) must be integers: 2.5 steps is a typo, not a request."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{type(instance).__name__.lower().replace('config', '')}.{attribute.name}: "
-                          f"expected a positive integer, got {value!r}")
-
-
-def _non_negative_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{type(instance).__name__.lower().replace('config', '')}.{attribute.name}: "
-                          f"expected an integer >= 0, got {value!r}")
-
-
-def _unit_interval(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    _check_number(instance, attribute, value, lambda v: 0 <= v < 1, "a number in [0, 1)")
-
-
 def _betas(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     """Adam's two decay rates, each in [0, 1)."""
     expected = "two numbers in [0, 1) (e.g. [0.9, 0.999])"
+    listed = list(value) if isinstance(value, tuple) else value
     if not isinstance(value, tuple) or len(value) != 2:
-        raise ConfigError(f"{_field(instance, attribute)}: expected {expected}, got {_listed(value)!r}")
+        raise ConfigError(f"train.{attribute.name}: expected {expected}, got {listed!r}")
     for beta in value:
-        _check_number(instance, attribute, beta, lambda v: 0 <= v < 1, f"{expected}; {_listed(value)!r} holds")
-
-
-def _listed(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+        check.in_range(f"train.{attribute.name}", beta, 0, 1, expected=f"{expected}; {listed!r} holds")
 
 
 def _pair(value: Any) -> Any:
@@ -89,23 +44,8 @@ def _pair(value: Any) -> Any:
     return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
-def _boolean(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{_field(instance, attribute)}: expected true or false, got {value!r}")
-
-
-def _integer(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ConfigError(f"{_field(instance, attribute)}: expected an integer, got {value!r}")
-
-
 #: the dtypes a training forward pass may run in (autocast); parameters, optimiser state and EMA stay float32
 PRECISIONS = ("float32", "bfloat16")
-
-
-def _precision(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value not in PRECISIONS:
-        raise ConfigError(f"train.{attribute.name}: expected one of {', '.join(PRECISIONS)}, got {value!r}")
 
 
 @attrs.define
@@ -144,44 +84,40 @@ class ComponentSpec:
 class TrainConfig:
     """Training-engine settings shared by every family."""
 
-    steps: int = attrs.field(default=1000, validator=_positive_int)
-    batch_size: int = attrs.field(default=128, validator=_positive_int)
-    lr: float = attrs.field(default=2e-4, validator=_positive)
+    steps: int = check.attrs_field(check.positive_int, default=1000)
+    batch_size: int = check.attrs_field(check.positive_int, default=128)
+    lr: float = check.attrs_field(check.positive, default=2e-4)
     betas: tuple[float, float] = attrs.field(default=(0.9, 0.999), converter=_pair, validator=_betas)
-    weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
-    warmup: int = attrs.field(default=0, validator=_non_negative_int)
+    weight_decay: float = check.attrs_field(check.non_negative, default=0.0)
+    warmup: int = check.attrs_field(check.non_negative_int, default=0)
     #: the learning rate falls linearly towards 0 over this fraction of the steps at the end (0 = constant)
-    decay: float = attrs.field(default=0.0, validator=_unit_interval)
-    grad_clip: float | None = attrs.field(default=None, validator=_positive)
+    decay: float = check.attrs_field(check.in_range, 0, 1, default=0.0)
+    grad_clip: float | None = check.attrs_field(check.positive, default=None, optional=True)
     #: "bfloat16" runs every loss's forward (and so its backward) under autocast: matrix products in bfloat16 with
-    #: float32 master weights; measured 0.65x the float32 time of a 4x512 MLP pass on a CPU with AMX
-    precision: str = attrs.field(default="float32", validator=_precision)
+    #: float32 master weights; faster where the hardware multiplies bfloat16 natively (CPUs with AMX, recent GPUs;
+    #: timings in docs/benchmarks/discriminator.md)
+    precision: str = check.attrs_field(check.one_of, PRECISIONS, default="float32")
     #: the EMA's final per-step decay (0 = no EMA); its half-life in steps is ln 0.5 / ln ema (693 for 0.999)
-    ema: float = attrs.field(default=0.0, validator=_unit_interval)
+    ema: float = check.attrs_field(check.in_range, 0, 1, default=0.0)
     #: EMA warm-up (EDM's ``ema_rampup``): after s steps the half-life is min(ln 0.5 / ln ema, ema_rampup * s),
     #: so short runs average recent weights rather than the random start; 0 = a fixed decay from step 1
-    ema_rampup: float = attrs.field(default=0.05)
-    seed: int = attrs.field(default=0, validator=_integer)
-    log_every: int = attrs.field(default=50, validator=_positive_int)
-    eval_every: int | None = attrs.field(default=None, validator=_positive_int)
-    checkpoint_every: int | None = attrs.field(default=None, validator=_positive_int)
-    progress: bool = attrs.field(default=True, validator=_boolean)
-
-    @ema_rampup.validator
-    def _check_ema_rampup(self, attribute: attrs.Attribute, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-            raise ConfigError(f"train.ema_rampup: expected a finite number >= 0, got {value!r}")
+    ema_rampup: float = check.attrs_field(check.number, 0, default=0.05)
+    seed: int = check.attrs_field(check.integer, default=0)
+    log_every: int = check.attrs_field(check.positive_int, default=50)
+    eval_every: int | None = check.attrs_field(check.positive_int, default=None, optional=True)
+    checkpoint_every: int | None = check.attrs_field(check.positive_int, default=None, optional=True)
+    progress: bool = check.attrs_field(check.boolean, default=True)
 
 
 @attrs.define
 class SampleConfig:
     """Default sampling settings: number of solver steps and samples, and the cost of the evaluation's test NLL."""
 
-    steps: int = attrs.field(default=35, validator=_positive_int)
-    n: int = attrs.field(default=2000, validator=_positive_int)
+    steps: int = check.attrs_field(check.positive_int, default=35)
+    n: int = check.attrs_field(check.positive_int, default=2000)
     #: the evaluation's test NLL: held-out points and probability-flow ODE steps (Heun) of the likelihood solve
-    likelihood_points: int = attrs.field(default=256, validator=_positive_int)
-    likelihood_steps: int = attrs.field(default=128, validator=_positive_int)
+    likelihood_points: int = check.attrs_field(check.positive_int, default=256)
+    likelihood_steps: int = check.attrs_field(check.positive_int, default=128)
 
 
 _SECTIONS = ("flow", "objective", "smoother", "solver", "data", "train", "sample", "preset", "summary")

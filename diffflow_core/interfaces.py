@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import inspect
 import math
-import numbers
 from types import MappingProxyType
-from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import attrs
 import torch
 from torch import Tensor, nn
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
-from diffflow_core.tensors import draw_device
+from diffflow_core.tensors import draw_noise
 
 __all__ = ["Flow", "Objective", "Smoother", "IdentitySmoother", "Solver", "Solution", "SamplingContext", "Evaluator",
            "Player", "Batch", "StepInfo", "check_finite"]
@@ -113,17 +113,21 @@ class Flow(nn.Module):
             return self.stochastic
         return any(bool((torch.as_tensor(self.diffusion(t)) != 0).any()) for t in self.time_grid(_PROBE_STEPS))
 
-    def time_grid(self, steps: int) -> Tensor:
-        """The default grid of ``steps + 1`` times for sampling with ``steps`` solver steps: uniform on [0, 1]."""
+    def time_grid(self, steps: int, grid: str | Mapping[str, Any] | None = None) -> Tensor:
+        """The grid of ``steps + 1`` times for sampling with ``steps`` solver steps: uniform on [0, 1] by
+        default, else the registered time grid ``grid`` (a name or ``{"name": ..., **params}``) over [0, 1]
+        (:func:`time_grid_over`). A flow whose ``time_grid`` takes no ``grid`` has a fixed grid."""
         check_steps(steps)
+        if grid is not None:
+            return time_grid_over(grid, steps, 0.0, 1.0, self)
         return torch.linspace(0.0, 1.0, steps + 1)
 
     def prior(self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None) -> Tensor:
-        """Initial particles at ``time_grid(.)[0]``: standard normal of :attr:`event_shape` by default, drawn on
-        ``generator``'s device and moved to ``device`` (a CPU generator may seed particles on a GPU)."""
+        """Initial particles at ``time_grid(.)[0]``: standard normal of :attr:`event_shape` by default, drawn by
+        :func:`~diffflow_core.tensors.draw_noise` (a CPU generator seeds particles on a GPU with the numbers it
+        gives CPU ones)."""
         device = device if device is not None else _module_device(self)
-        return torch.randn((n, *self.event_shape), generator=generator,
-                           device=draw_device(generator, device)).to(device)
+        return draw_noise((n, *self.event_shape), generator, torch.empty(0, device=device))
 
     def ode_drift(self, x: Tensor, t: Tensor) -> Tensor:
         """The probability-flow ODE drift (SPEC §1.7, §2.2 eq 8): its flow has the same marginals as this one.
@@ -260,13 +264,26 @@ class Solver:
     stochastic: ClassVar[bool] = False
     #: Attributes the solver calls on a flow beyond the contract (e.g. ``("ancestral_step",)``).
     requires: ClassVar[tuple[str, ...]] = ()
+    #: Whether the solver chooses its own steps inside each grid interval to meet a tolerance (``rtol``/``atol``,
+    #: an embedded Runge-Kutta pair): it still passes through every grid point, but its evaluations are known only
+    #: after the solve (``Solution.nfe``), so :meth:`nfe` and :meth:`steps_for` refuse to answer.
+    adaptive: bool = False
+
+    def _refuse_budget(self) -> None:
+        if self.adaptive:
+            raise ConfigError(f"nfe: solver {type(self).__name__} is adaptive, its evaluations follow from rtol/atol "
+                              "and are known only after the solve; expected rtol/atol (--set solver.rtol=...) "
+                              "instead of an NFE budget")
 
     def nfe(self, steps: int, flow: Flow) -> int:
-        """The number of evaluations a grid of ``steps`` steps costs on ``flow``."""
+        """The number of evaluations a grid of ``steps`` steps costs on ``flow`` (an adaptive solver refuses)."""
+        self._refuse_budget()
         return self.evaluations_per_step * steps
 
     def steps_for(self, nfe: int, flow: Flow) -> int:
-        """The most steps whose :meth:`nfe` fits in a budget of ``nfe`` evaluations (0 when not even one)."""
+        """The most steps whose :meth:`nfe` fits in a budget of ``nfe`` evaluations (0 when not even one); an
+        adaptive solver refuses with a ConfigError naming rtol/atol."""
+        self._refuse_budget()
         steps = nfe // max(1, self.evaluations_per_step)  # nfe(steps) <= evaluations_per_step * steps
         while self.nfe(steps + 1, flow) <= nfe:
             steps += 1
@@ -389,16 +406,43 @@ class Objective:
         return []
 
 
-def is_count(value: Any) -> bool:
-    """Whether ``value`` is an integer a count (``n``, ``steps``) accepts: Python's or NumPy's, never a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def check_steps(steps: int) -> int:
     """Step counts are always explicit and positive (no silent single step); returns them as an ``int``."""
-    if not is_count(steps) or steps < 1:
-        raise ConfigError(f"steps: expected a positive integer number of solver steps, got {steps!r}")
-    return int(steps)
+    return check.positive_int("steps", steps, expected="a positive integer number of solver steps")
+
+
+def resolve_grid(grid: str | Mapping[str, Any]) -> tuple[str, Callable[..., Tensor], dict[str, Any]]:
+    """A grid spec (a registered name or ``{"name": ..., **params}``) as its name, function and parameters.
+
+    The function's ``space`` attribute says what it places: ``"time"`` (the default) is a time grid called
+    ``grid(steps, start=, end=, dtype=, **params)``; ``"sigma"`` gives noise levels, called ``grid(steps,
+    sigma_min=, sigma_max=, append_zero=, dtype=, **params)``, which only a flow with a noise schedule can map to
+    its time. Unknown parameters are refused here, before any work."""
+    from diffflow_core.plugins import registry
+    from diffflow_core.registry import check_params
+
+    if isinstance(grid, Mapping):
+        if not isinstance(grid.get("name"), str):
+            raise ConfigError(f"grid: expected a grid name or a table with a 'name', got {dict(grid)!r}")
+        name, params = grid["name"], {k: v for k, v in grid.items() if k != "name"}
+    elif isinstance(grid, str):
+        name, params = grid, {}
+    else:
+        raise ConfigError(f"grid: expected a grid name or a table with a 'name', got {grid!r}")
+    function = registry("grids").get(name)
+    check_params(f"grid '{name}'", function, params)
+    return name, function, params
+
+
+def time_grid_over(grid: str | Mapping[str, Any], steps: int, start: float, end: float, flow: Flow,
+                   dtype: torch.dtype = torch.float32) -> Tensor:
+    """``steps + 1`` times from ``start`` to ``end`` on the registered time grid ``grid``; a noise-level grid
+    is refused in one line, since ``flow`` (named in the message) has no noise schedule to map it by."""
+    name, function, params = resolve_grid(grid)
+    if getattr(function, "space", "time") != "time":
+        raise ConfigError(f"grid: '{name}' places noise levels (sigma), which flow {type(flow).__name__} has no "
+                          "noise schedule to map to its time; expected a time grid such as uniform or power")
+    return torch.as_tensor(function(steps, start=start, end=end, dtype=dtype, **params))
 
 
 def check_finite(x: Tensor, what: str) -> None:
@@ -421,6 +465,3 @@ def as_time(t: Tensor | float, like: Tensor) -> Tensor:
     t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
     return t.expand(like.shape[0]) if t.ndim == 0 else t
 
-
-def parameters_of(*modules: Iterable[nn.Module]) -> list[nn.Parameter]:
-    return [p for m in modules for p in m.parameters() if p.requires_grad]

@@ -18,8 +18,10 @@ import attrs
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Flow, Solver, check_steps
+from diffflow_core.tensors import draw_noise
 
 __all__ = ["LogProb", "log_prob", "divergence"]
 
@@ -57,6 +59,26 @@ def divergence(v: Tensor, x: Tensor, eps: Tensor | None) -> Tensor:
     return total
 
 
+def _solver(solver: str | Solver, rtol: float | None, atol: float | None) -> Solver:
+    """The likelihood's solver: a registered name (created with ``rtol``/``atol`` when adaptive) or an instance;
+    a tolerance for a fixed-step solver is refused, as it would be silently ignored."""
+    from diffflow_core.plugins import registry
+
+    tolerances = {key: value for key, value in (("rtol", rtol), ("atol", atol)) if value is not None}
+    if not isinstance(solver, str):
+        if tolerances:
+            raise ConfigError(f"rtol/atol: expected them on the solver instance ({type(solver).__name__}(rtol=...)) "
+                              "when one is given, got separate rtol/atol")
+        return solver
+    created = registry("solvers").create(solver)
+    if not tolerances:
+        return created
+    if not created.adaptive:
+        raise ConfigError(f"rtol/atol: solver {solver!r} takes the grid's fixed steps; expected an adaptive solver "
+                          "such as 'dopri5' or 'bosh3' for a tolerance")
+    return registry("solvers").create(solver, **tolerances)
+
+
 class _Augmented(Flow):
     """The flow on ``[x, l]`` (flattened, ``[N, D + 1]``): ``dx/dt = v``, ``dl/dt = div v``."""
 
@@ -73,20 +95,21 @@ class _Augmented(Flow):
 
 
 def log_prob(model_or_flow: Any, x: Tensor, *, steps: int = 256, solver: str | Solver = "heun",
-             exact: bool | None = None, dequantize: float | None = None, seed: int = 0,
-             progress: bool = False) -> LogProb:
+             rtol: float | None = None, atol: float | None = None, exact: bool | None = None,
+             dequantize: float | None = None, seed: int = 0, progress: bool = False) -> LogProb:
     """``log p(x)`` of a model's (or flow's) probability-flow ODE, in nats and bits per dimension.
 
     ``steps`` solver steps run over the flow's own grid reversed (data end -> prior end); a singular data
     end (EDM's sigma = 0) is dropped from a grid of ``steps + 1`` steps, so the solve starts at the
-    last regular point (sigma_min). ``exact`` chooses the exact trace (default when the dimension is
+    last regular point (sigma_min). An adaptive solver (``solver="dopri5"`` or ``"bosh3"``, ``Solver.adaptive``)
+    integrates between the two ends of that grid instead, choosing its own steps to meet ``rtol``/``atol``
+    (given to a solver named here; a solver instance carries its own), and ``nfe`` reports the evaluations it
+    made; the Hutchinson noise is fixed along the solve, so its error control sees one smooth ODE. ``exact`` chooses the exact trace (default when the dimension is
     <= 16) or Hutchinson's estimator. ``dequantize=delta`` treats ``x`` as
     discrete with bin width ``delta``: uniform noise in ``[0, delta)`` is added and the result is the
     variational lower bound ``log p(x + u) + D log delta`` on the discrete log-probability. ``progress`` shows
     a "likelihood" bar over the solver steps.
     """
-    from diffflow_core.plugins import registry
-
     flow: Flow = getattr(model_or_flow, "flow", model_or_flow)
     if not isinstance(flow, Flow):
         raise ConfigError(f"model_or_flow: expected a Model or a Flow, got {type(model_or_flow).__name__}")
@@ -103,20 +126,22 @@ def log_prob(model_or_flow: Any, x: Tensor, *, steps: int = 256, solver: str | S
     if smoother is not None and not smoother.integrates_flow:
         raise ConfigError(f"smoother {type(smoother).__name__}: samples come from the smoother, not from the "
                           "flow's probability-flow ODE, so the flow's likelihood is not the model's")
-    if dequantize is not None and not dequantize > 0:
-        raise ConfigError(f"dequantize: expected a positive bin width, got {dequantize!r}")
-    solver = registry("solvers").create(solver) if isinstance(solver, str) else solver
+    if dequantize is not None:
+        check.positive("dequantize", dequantize, expected="a positive bin width")
+    solver = _solver(solver, rtol, atol)
     dims = math.prod(x.shape[1:])
     exact = dims <= EXACT_MAX_DIM if exact is None else bool(exact)
     param = next(flow.parameters(), None)
     device = param.device if param is not None else x.device
     x = x.to(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # a CPU stream: the same estimate on every device
     if dequantize is not None:
-        x = x + dequantize * torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype)
-    eps = None if exact else (torch.randint(0, 2, x.shape, generator=generator, device=device).to(x.dtype) * 2 - 1)
+        x = x + dequantize * draw_noise(x.shape, generator, x, "uniform")
+    eps = None if exact else draw_noise(x.shape, generator, x, "sign")
     times = flow.time_grid(steps + 1)[:-1] if flow.singular_end else flow.time_grid(steps)
     times = times.to(device=device, dtype=x.dtype).flip(0)
+    if solver.adaptive:  # the controller picks the steps: no interior grid point to pass through
+        times = times[[0, -1]]
     state = torch.cat([x.detach().flatten(1), x.new_zeros(x.shape[0], 1)], dim=1)
     from diffflow_core.progress import progress_bar, step_callback
 

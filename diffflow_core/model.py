@@ -11,10 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from diffflow_core.config import ComponentSpec, ModelConfig, load_config
+from diffflow_core import validation as check
 from diffflow_core.data import Dataset, load_dataset
 from diffflow_core.errors import ConfigError
-from diffflow_core.interfaces import (Flow, Objective, SamplingContext, Smoother, Solver, StepInfo, check_steps,
-                                     is_count)
+from diffflow_core.interfaces import (Flow, Objective, SamplingContext, Smoother, Solver, StepInfo, check_steps)
 
 __all__ = ["Model", "Samples", "build", "build_component", "make_generator"]
 
@@ -135,23 +135,22 @@ class Model(nn.Module):
     # -- sampling ------------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int | None = None, steps: int | None = None, *, seed: int | torch.Generator | None = 0,
-               solver: str | Solver | None = None, record: bool = False,
+               solver: str | Solver | None = None, grid: str | dict[str, Any] | None = None, record: bool = False,
                callback: Callable[[StepInfo], None] | None = None, progress: str | None = None,
                **flow_options: Any) -> Samples:
         """Draw ``n`` samples with ``steps`` solver steps (defaults from the config); NFE is reported.
 
         A generator smoother samples with one network pass (1 NFE); otherwise particles start from the
-        flow's prior and are integrated over ``flow.time_grid(steps)``. Extra keyword options (e.g. ``label=3,
-        guidance=2.0``) are validated by ``flow.check_sampling_options`` and reach the flow in the solve's
-        :class:`SamplingContext`, with ``seed``'s generator. ``progress`` names a progress bar over the solver
+        flow's prior and are integrated over ``flow.time_grid(steps)``, or ``flow.time_grid(steps, grid=grid)`` for
+        a registered grid by name (``grid="exponential"``) or ``{"name": ..., **params}``. Extra keyword options
+        (e.g. ``label=3, guidance=2.0``) are validated by ``flow.check_sampling_options`` and reach the flow in the
+        solve's :class:`SamplingContext`, with ``seed``'s generator. ``progress`` names a progress bar over the solver
         steps (None: no bar).
         """
         n = n if n is not None else (self.config.sample.n if self.config else 2000)
         steps = steps if steps is not None else (self.config.sample.steps if self.config else None)
-        if not is_count(n) or n < 1:
-            raise ConfigError(f"n: expected a positive number of samples, got {n!r}")
-        n = int(n)
-        self.check_sample_memory(n, steps if is_count(steps) else None, record=record)
+        n = check.positive_int("n", n, expected="a positive number of samples")
+        self.check_sample_memory(n, steps if check.is_integer(steps) else None, record=record)
         generator = make_generator(seed, self.device)
         if hasattr(self.smoother, "sample") and not flow_options:
             return Samples(self.smoother.sample(n, generator), nfe=1)
@@ -161,7 +160,7 @@ class Model(nn.Module):
         solver = self._solver(solver)
         solver.check(self.flow)
         context = SamplingContext(generator, self.flow.check_sampling_options(flow_options))
-        times = self.flow.time_grid(steps).to(self.device)
+        times = self.times(steps, grid).to(self.device)
         from diffflow_core.progress import progress_bar, step_callback
 
         bar = progress_bar(steps, progress, enabled=progress is not None)
@@ -173,6 +172,16 @@ class Model(nn.Module):
             if bar is not None:
                 bar.close()
         return Samples(solution.x, solution.nfe, solution.trajectory, solution.times)
+
+    def times(self, steps: int, grid: str | dict[str, Any] | None = None) -> Tensor:
+        """The flow's sampling grid of ``steps`` steps, on the registered ``grid`` when given; a flow whose
+        ``time_grid`` takes no ``grid`` is refused in one line."""
+        if grid is None:
+            return self.flow.time_grid(steps)
+        if "grid" not in inspect.signature(self.flow.time_grid).parameters:
+            raise ConfigError(f"grid: flow {type(self.flow).__name__} samples on its own fixed time grid; "
+                              "expected no grid")
+        return self.flow.time_grid(steps, grid=grid)
 
     def check_sample_memory(self, n: int, steps: int | None = None, record: bool = False) -> None:
         """Refuse (a one-line ConfigError) a draw whose particles alone cannot fit in this machine's memory:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 
 __all__ = ["snapshots", "animate", "scatter", "pairs", "image_grid", "curve"]
@@ -111,8 +112,7 @@ def snapshots(trajectory, path, times: Sequence[float] | Tensor | None = None, f
     steps = traj.shape[0]
     if times is not None and len(times) != steps:
         raise ConfigError(f"times: expected {steps} values (one per recorded step), got {len(times)}")
-    if isinstance(panels, bool) or not isinstance(panels, int) or panels < 1:
-        raise ConfigError(f"panels: expected an integer >= 1, got {panels!r}")
+    check.integer("panels", panels, 1)
     reference = None if data is None else _points(getattr(data, "train", data)[:5000], "data")
     xlim, ylim = _limits(traj[-1], reference, limits=limits)
     chosen = np.unique(np.linspace(0, steps - 1, min(panels, steps)).round().astype(int))
@@ -247,8 +247,7 @@ def pairs(samples, path, data=None, dims: int = 4, title: str | None = None) -> 
     A ``dims x dims`` scatter matrix of coordinate ``j`` against ``i`` off the diagonal and the marginal
     histograms on it, so data in any dimension get a picture; rows of any shape are flattened.
     """
-    if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1:
-        raise ConfigError(f"dims: expected an integer >= 1, got {dims!r}")
+    dims = check.integer("dims", dims, 1)
     x = _rows(samples, "samples")
     reference = None if data is None else _rows(getattr(data, "train", data)[:5000], "data")
     if reference is not None and reference.shape[1] != x.shape[1]:

@@ -9,7 +9,7 @@ from torch.func import functional_call, jvp, vjp
 
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Flow, IdentitySmoother, SamplingContext, Smoother
-from diffflow_core.tensors import draw_device
+from diffflow_core.tensors import draw_noise
 
 __all__ = ["IdentitySmoother", "GeneratorSmoother"]
 
@@ -52,11 +52,9 @@ class GeneratorSmoother(Smoother, nn.Module):
 
     # -- particles -----------------------------------------------------------------------------------
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """``z ~ N(0, I)`` on the generator network's device, drawn on ``generator``'s (the trainer's is a CPU one)."""
-        param = next(self.net.parameters())
-        z = torch.randn(n, self.latent_dim, generator=generator, device=draw_device(generator, param.device),
-                        dtype=param.dtype)
-        return z.to(param.device)
+        """``z ~ N(0, I)`` on the generator network's device, drawn by :func:`~diffflow_core.tensors.draw_noise` (the
+        trainer's generator is a CPU one)."""
+        return draw_noise((n, self.latent_dim), generator, next(self.net.parameters()))
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z)

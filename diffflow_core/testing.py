@@ -8,12 +8,14 @@ components (the kernel's suite runs them over every registered solver and flow):
 * :func:`check_solver` - the :class:`~diffflow_core.interfaces.Solution` a solve returns, its NFE against the
   solver's declared :meth:`~diffflow_core.interfaces.Solver.nfe`, determinism per seed, and the declared
   ``order`` *measured* on a closed-form problem (:func:`fitted_order`); a solver that requires more of a flow
-  than the contract must refuse a plain flow before any evaluation.
+  than the contract must refuse a plain flow before any evaluation; an adaptive solver (``Solver.adaptive``) must
+  refuse an NFE budget, report the evaluations it really made and get more accurate at tighter tolerances.
 
 Problems run in float64 so round-off stays far below the discretisation error.
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable, Iterator, Sequence
 
 import attrs
@@ -125,7 +127,8 @@ def check_solver(solver: Solver, problem: Problem | None = None, steps: Sequence
     is the solver's declared ``nfe(steps, flow)``, and which is the same for the same seed; the order fitted over
     ``steps`` is the declared ``order`` within ``tolerance``. Given no problem, a solver that refuses the plain
     :class:`Decay` flow (``check``: it ``requires`` more of a flow) must refuse it in ``solve`` with a ConfigError
-    before any evaluation; give such a solver a problem built on a flow of its family.
+    before any evaluation; give such a solver a problem built on a flow of its family. An adaptive solver
+    (``solver.adaptive``) is checked by :func:`_check_adaptive` instead of the declared NFE and order.
     """
     name = type(solver).__name__
     if problem is None:
@@ -143,8 +146,44 @@ def check_solver(solver: Solver, problem: Problem | None = None, steps: Sequence
     assert isinstance(solution, Solution), f"{name}.solve returned a {type(solution).__name__}, not a Solution"
     assert solution.x.shape == problem.x0.shape, f"{name}: final particles of shape {tuple(solution.x.shape)}"
     assert bool(torch.isfinite(solution.x).all()), f"{name}: non-finite final particles"
+    assert torch.equal(runs[0].x, runs[1].x), f"{name}: two solves with seed {seed} differ"
+    if solver.adaptive:
+        _check_adaptive(solver, problem)
+        return
     declared = solver.nfe(len(times) - 1, problem.flow)
     assert solution.nfe == declared, f"{name}: {solution.nfe} evaluations, declared nfe({len(times) - 1}) = {declared}"
-    assert torch.equal(runs[0].x, runs[1].x), f"{name}: two solves with seed {seed} differ"
     measured = fitted_order(solver, problem, steps)
     assert abs(measured - solver.order) <= tolerance, f"{name}: measured order {measured:.3f}, declared {solver.order}"
+
+
+class _Counting(Flow):
+    """``flow``'s drift, counting the evaluations a solve really makes."""
+
+    def __init__(self, flow: Flow) -> None:
+        super().__init__()
+        self.inner, self.calls, self.singular_end = flow, 0, flow.singular_end
+
+    def drift(self, x: Tensor, t: Tensor, context: SamplingContext) -> Tensor:
+        self.calls += 1
+        return self.inner.evaluate_drift(x, t, context)
+
+
+def _check_adaptive(solver: Solver, problem: Problem) -> None:
+    """The contract of an adaptive solver (``rtol``/``atol`` attributes): ``nfe``/``steps_for`` refuse with a
+    ConfigError, the reported NFE is the evaluations really made, and tolerances 100 times tighter give a smaller
+    endpoint error for more evaluations."""
+    name = type(solver).__name__
+    for ask in (solver.nfe, solver.steps_for):
+        with pytest.raises(ConfigError):
+            ask(8, problem.flow)
+    tight = copy.copy(solver)
+    tight.rtol, tight.atol = solver.rtol / 100, solver.atol / 100
+    errors, nfes = [], []
+    for each in (solver, tight):
+        counting = _Counting(problem.flow)
+        solution = each.solve(counting, problem.x0, problem.grid(1))
+        assert solution.nfe == counting.calls, f"{name}: reported {solution.nfe} evaluations, made {counting.calls}"
+        errors.append(float((solution.x - problem.exact).abs().max()))
+        nfes.append(solution.nfe)
+    assert errors[1] < errors[0] and nfes[1] > nfes[0], \
+        f"{name}: rtol/atol 100x tighter gave errors {errors} for NFE {nfes}; expected a smaller error for more work"

@@ -65,6 +65,7 @@ def sampling_arguments(p) -> None:
     p.add_argument("--n", type=int, help="number of samples (default: the config's sample.n)")
     p.add_argument("--label", type=int, help="class label to sample (conditional flows)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance weight (conditional flows)")
+    p.add_argument("--grid", help="the sampling time grid by name (see 'diffflow list grids'; default: the flow's)")
 
 
 def parse_assignment(text: str) -> dict[str, Any]:
@@ -226,11 +227,18 @@ def steps_for_nfe(model, nfe: int | None) -> int:
 
 
 def sampling_options(model, args) -> dict[str, Any]:
-    """``--label`` / ``--guidance`` as the flow's sampling options, validated by the flow before any training;
-    refused for a flow that takes none."""
+    """``--label`` / ``--guidance`` as the flow's sampling options, validated by the flow before any training
+    (refused for a flow that takes none), and ``--grid`` as ``Model.sample``'s ``grid``, checked against the flow
+    the same way."""
     options = {k: v for k, v in (("label", args.label), ("guidance", args.guidance)) if v is not None}
+    grid = {"grid": args.grid} if getattr(args, "grid", None) is not None else {}
+    if grid:
+        try:
+            model.times(1, args.grid)
+        except ConfigError as exc:
+            raise ConfigError(f"--grid: {str(exc).partition(': ')[2] or exc}") from None
     if not options:
-        return options
+        return grid
     flag = "--label" if "label" in options else "--guidance"
     if not model.flow.sampling_options:
         raise ConfigError(f"{flag}: flow {model.config.flow.name!r} takes no sampling options; expected a "
@@ -241,7 +249,7 @@ def sampling_options(model, args) -> dict[str, Any]:
         field, _, reason = str(exc).partition(": ")
         flag = f"--{field}" if field in options else flag
         raise ConfigError(f"{flag}: {reason or exc}") from None
-    return options
+    return {**options, **grid}
 
 
 def warn_if_diverged(model, samples) -> bool:

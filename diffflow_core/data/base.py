@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import check_finite
 
@@ -257,10 +258,8 @@ def held_out(rows: int, test_fraction: float, seed: int) -> tuple[Tensor | None,
     """Which of ``rows`` rows form the test split (a boolean mask from a seeded permutation) and how the split
     was made; ``None`` when fewer than two rows would be held out or remain (the test split is then the train
     split). Array and image data without a given test split share it, so both hold out the same rows."""
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 <= test_fraction < 1:
-        raise ConfigError(f"data.test_fraction: expected a number in [0, 1), got {test_fraction!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ConfigError(f"data.seed: expected an integer, got {seed!r}")
+    test_fraction = check.in_range("data.test_fraction", test_fraction, 0, 1)
+    seed = check.integer("data.seed", seed)
     held = round(test_fraction * rows)
     if held < 2 or rows - held < 2:
         why = "test_fraction = 0" if test_fraction == 0 else f"{rows} rows are too few to hold out {test_fraction:.0%}"

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from diffflow_core import validation as check
 from diffflow_core.data.base import read_npy
 from diffflow_core.data.safe_pickle import load_pickle
 from diffflow_core.errors import ConfigError
@@ -178,8 +179,8 @@ def read_image_folder(root: Path, size: int | None = None, crop: int | None = No
     if not root.is_dir():
         raise ConfigError(f"{_where(root)} is not a folder; expected a folder of images (one sub-folder per class)")
     for name, value in (("size", size), ("crop", crop)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"data.{name}: expected a positive integer (pixels), got {value!r}")
+        if value is not None:
+            check.positive_int(f"data.{name}", value, expected="a positive integer (pixels)")
     if channels not in (None, 1, 3):
         raise ConfigError(f"data.channels: expected 1 (grayscale) or 3 (RGB), got {channels!r}")
     listed = {d: _image_files(d) for d in sorted(root.iterdir()) if d.is_dir()}

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.data import image_files
 from diffflow_core.data.base import Dataset, held_out
 from diffflow_core.data.safe_pickle import load_pickle
@@ -70,10 +71,8 @@ class ImageDataset(Dataset):
     def __init__(self, train_pixels: Any, test_pixels: Any, train_labels: Any = None, test_labels: Any = None, *,
                  name: str, split: str, path: str | None = None, pixel_max: float = 255.0, pad: int = 0,
                  flip: bool = False, class_names: list[str] | None = None) -> None:
-        if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
-            raise ConfigError(f"data.pad: expected a non-negative integer (pixels on each side), got {pad!r}")
-        if not isinstance(flip, bool):
-            raise ConfigError(f"data.flip: expected true or false, got {flip!r}")
+        pad = check.non_negative_int("data.pad", pad, expected="a non-negative integer (pixels on each side)")
+        check.boolean("data.flip", flip)
         where = f"data {path or name!r}"
         train = self._pixels(train_pixels, pad)
         test = train if test_pixels is None else self._pixels(test_pixels, pad)
@@ -149,8 +148,7 @@ def digits(test_size: int = 300, seed: int = 0) -> ImageDataset:
     from sklearn.model_selection import train_test_split
 
     pixels, labels = _digits_arrays()
-    if isinstance(test_size, bool) or not isinstance(test_size, int) or not 10 <= test_size <= len(pixels) - 10:
-        raise ConfigError(f"test_size: expected an integer in [10, {len(pixels) - 10}], got {test_size!r}")
+    test_size = check.integer("test_size", test_size, 10, len(pixels) - 10)
     train, test = train_test_split(np.arange(len(pixels)), test_size=test_size, stratify=labels,
                                    random_state=int(seed))
     return ImageDataset(pixels[train], pixels[test], labels[train], labels[test], name="digits", pixel_max=16.0,

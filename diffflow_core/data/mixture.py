@@ -17,6 +17,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.data.base import Dataset
 from diffflow_core.errors import ConfigError
 
@@ -52,8 +53,7 @@ class GaussianMixture(Dataset):
         if not bool(torch.isfinite(means).all()):
             raise ConfigError("means: expected finite values")
         for field, value in (("n_train", n_train), ("n_test", n_test)):
-            if not isinstance(value, int) or value < 2:
-                raise ConfigError(f"{field}: expected an integer >= 2, got {value!r}")
+            check.integer(field, value, 2)
         self.weights = weights / weights.sum()
         self.means = means
         self.stds = stds
@@ -139,8 +139,7 @@ class GaussianMixture(Dataset):
 
 def circle_mixture(num: int, radius: float, std: float, phase: float = 0.0, **split: int) -> GaussianMixture:
     """``num`` equal-weight isotropic Gaussians with centres on a circle, at angles ``phase + 2 pi k / num``."""
-    if not isinstance(num, int) or num < 1:
-        raise ConfigError(f"num: expected an integer >= 1, got {num!r}")
+    check.integer("num", num, 1)
     angles = phase + 2 * math.pi * torch.arange(num, dtype=torch.float64) / num
     means = radius * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
     return GaussianMixture(torch.ones(num), means, std, **split)

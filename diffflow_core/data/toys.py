@@ -11,6 +11,7 @@ import math
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.data.base import Dataset
 from diffflow_core.errors import ConfigError
 
@@ -31,14 +32,11 @@ class SampledDataset(Dataset):
 
     def __init__(self, n_train: int = 100_000, n_test: int = 10_000, seed: int = 0, noise: float | None = None):
         for field, value in (("n_train", n_train), ("n_test", n_test)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise ConfigError(f"{field}: expected an integer >= 2, got {value!r}")
+            check.integer(field, value, 2)
         if noise is not None:
             if type(self).noise is None:
                 raise ConfigError(f"noise: dataset '{self.name}' has no noise parameter")
-            if not isinstance(noise, (int, float)) or not math.isfinite(noise) or noise < 0:
-                raise ConfigError(f"noise: expected a finite number >= 0, got {noise!r}")
-            self.noise = float(noise)
+            self.noise = check.number("noise", noise, 0)
         generator = torch.Generator().manual_seed(int(seed))
         train = self.sample(n_train, generator)
         super().__init__(train, self.sample(n_test, generator), split=f"independent draws (seed {seed})")

@@ -33,12 +33,6 @@ def same_width(a: Tensor, b: Tensor, what: str) -> None:
         raise ConfigError(f"{what}: samples have {a.shape[1]} features per row but the reference has {b.shape[1]}")
 
 
-def check_positive_int(value: object, field: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{field}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def draws(samples: SampleSource, n: int, seeds: int) -> list[Tensor]:
     """One ``[n, D]`` float64 sample matrix per seed from a sampler ``fn(n, seed)`` or a list of arrays.
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from diffflow_core.metrics._common import SampleSource, check_positive_int, draws, reference_draw, same_width
+from diffflow_core import validation as check
+from diffflow_core.metrics._common import SampleSource, draws, reference_draw, same_width
 from diffflow_core.metrics.two_sample import energy_distance, mmd
 from diffflow_core.metrics.wasserstein import sliced_wasserstein
 
@@ -81,8 +82,8 @@ def data_distances(samples: SampleSource, dataset, n: int = 1000, seeds: int = 3
     """
     from diffflow_core.data import load_dataset
 
-    n = check_positive_int(n, "n", 2)
-    seeds = check_positive_int(seeds, "seeds")
+    n = check.integer("n", n, 2)
+    seeds = check.integer("seeds", seeds, 1)
     dataset = load_dataset(dataset)
     statistics = {"sliced_w2": lambda a, b: sliced_wasserstein(a, b, projections),
                   "mmd2": lambda a, b: mmd(a, b).mmd2, "energy": energy_distance}

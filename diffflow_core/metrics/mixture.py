@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
-from diffflow_core.metrics._common import REFERENCE_SEED, as_matrix, check_positive_int
+from diffflow_core.metrics._common import REFERENCE_SEED, as_matrix
 
 __all__ = ["ModeCoverage", "LogDensityResult", "mode_coverage", "log_density"]
 
@@ -73,7 +74,7 @@ class LogDensityResult:
 def log_density(samples: Tensor, dataset, reference: int = 100_000) -> LogDensityResult:
     """Mean exact log-density of ``samples`` under the mixture vs that of ``reference`` fresh data draws."""
     data = _mixture(dataset)
-    reference = check_positive_int(reference, "reference", 2)
+    reference = check.integer("reference", reference, 2)
     x = as_matrix(samples, "samples")
     ref = data.sample(reference, torch.Generator().manual_seed(REFERENCE_SEED)).double()
     return LogDensityResult(float(data.log_prob(x).mean()), float(data.log_prob(ref).mean()))

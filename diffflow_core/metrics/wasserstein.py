@@ -2,13 +2,13 @@
 
 A finite-sample W2 never reaches 0 even for a perfect sampler: two independent ``n``-point draws of the same
 law sit at a positive distance (the *floor* F). The comparable number is therefore ``W2(samples, data) / F``
-at the same ``n``, each averaged over seeds (a single 2,000-point W2 on ring5 varies by about +/-15%). A
-perfect sampler scores slightly below 1 on average (0.95 over 30 seeds on ring5 at n = 2,000).
+at the same ``n``, each averaged over seeds, since a single W2 varies from draw to draw. A perfect sampler
+scores slightly below 1 on average (the ring5 values are in docs/datasets-and-metrics.md, "The W2 floor on ring5").
 
 Reference draws use fixed seeds, so the floor is one fixed number per ``(dataset, n, seeds)`` and every model
-is compared against the same references. The model side stays noisy: on ring5 a single 2,000-point W2 of a
-perfect sampler has a relative spread of about 25% (mostly from the multinomial mode shares), so a 3-seed
-ratio of a perfect sampler ranges over roughly 0.75-1.2; use more seeds for decisions near a threshold.
+is compared against the same references. The model side stays noisy: a single W2 of a perfect sampler
+spreads widely (on a mixture mostly from the multinomial mode shares), and so does a 3-seed ratio (measured on
+ring5 in the same docs section); use more seeds for decisions near a threshold.
 """
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
-from diffflow_core.metrics._common import (SampleSource, as_matrix, check_positive_int, draws, reference_draw,
+from diffflow_core.metrics._common import (SampleSource, as_matrix, draws, reference_draw,
                                            same_width)
 
 __all__ = ["W2Result", "w2", "w2_ratio", "sliced_wasserstein"]
@@ -51,7 +52,7 @@ class W2Result:
 
     @property
     def ratio(self) -> float | None:
-        """``mean W2 / mean floor``: about 0.9 for a perfect sampler, larger is worse.
+        """``mean W2 / mean floor``: slightly below 1 for a perfect sampler, larger is worse.
 
         ``None`` when the floor is 0 (data with few distinct rows can give two identical reference draws).
         """
@@ -87,8 +88,8 @@ def w2_ratio(samples: SampleSource, dataset, n: int = 2000, seeds: int = 3) -> W
     """
     from diffflow_core.data import load_dataset
 
-    n = check_positive_int(n, "n", 2)
-    seeds = check_positive_int(seeds, "seeds")
+    n = check.integer("n", n, 2)
+    seeds = check.integer("seeds", seeds, 1)
     dataset = load_dataset(dataset)
     model_draws = draws(samples, n, seeds)
     values, floors = [], []
@@ -111,7 +112,7 @@ def sliced_wasserstein(x: Tensor, y: Tensor, projections: int = 256, seed: int =
     same_width(x, y, "sliced_wasserstein")
     if x.shape[0] != y.shape[0]:
         raise ConfigError(f"sliced_wasserstein: expected equal sample sizes, got {x.shape[0]} and {y.shape[0]}")
-    projections = check_positive_int(projections, "projections")
+    projections = check.integer("projections", projections, 1)
     generator = torch.Generator().manual_seed(int(seed))
     directions = torch.randn(x.shape[1], projections, generator=generator, dtype=torch.float64)
     directions = directions / directions.norm(dim=0, keepdim=True)

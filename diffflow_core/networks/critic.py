@@ -17,6 +17,7 @@ import math
 
 from torch import Tensor, nn
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_core.networks.conditioning import Conditioning
 
@@ -63,15 +64,16 @@ class ConvCritic(nn.Module):
         if math.prod(out_shape) != 1:
             raise ConfigError(f"out_shape: a critic returns one logit per sample; pass () or (1,), got {out_shape}")
         mult = tuple(mult)
-        if not mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mult):
+        if not mult:
             raise ConfigError(f"mult: expected a non-empty list of positive integers, got {mult!r}")
+        for m in mult:
+            check.positive_int("mult", m, expected=f"a non-empty list of positive integers; {mult!r} holds")
         factor = 2 ** (len(mult) - 1)
         if in_shape[1] % factor or in_shape[2] % factor:
             raise ConfigError(f"mult: {mult} has {len(mult)} levels, which need H and W divisible by {factor}; "
                               f"the images are {in_shape[1]}x{in_shape[2]}")
         for field, value in (("channels", channels), ("blocks", blocks)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{field}: expected a positive integer, got {value!r}")
+            check.positive_int(field, value)
         if not 0 <= slope < 1:
             raise ConfigError(f"slope: expected a LeakyReLU negative slope in [0, 1), got {slope!r}")
         self.out_shape = out_shape

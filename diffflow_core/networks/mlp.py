@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import Tensor, nn
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_core.networks.embeddings import as_batch_time, make_embedding
 
@@ -30,8 +30,7 @@ class MLP(nn.Module):
         if activation not in _ACTIVATIONS:
             raise ConfigError(f"activation: expected one of {sorted(_ACTIVATIONS)}, got {activation!r}")
         for name, value in (("hidden", hidden), ("depth", depth), ("embedding_dim", embedding_dim)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ConfigError(f"{name}: expected a positive integer (the MLP's {name}), got {value!r}")
+            check.positive_int(name, value, expected=f"a positive integer (the MLP's {name})")
         self.in_shape = tuple(in_shape)
         self.out_shape = tuple(out_shape) if out_shape is not None else self.in_shape
         self.num_classes = num_classes

@@ -11,7 +11,8 @@ import math
 import torch
 from torch import Tensor
 
-from diffflow_core import ConfigError, Flow
+from diffflow_core import Flow
+from diffflow_core import validation as check
 
 __all__ = ["OrnsteinUhlenbeck"]
 
@@ -22,14 +23,9 @@ class OrnsteinUhlenbeck(Flow):
     def __init__(self, theta: float = 1.0, mu: float = 0.0, sigma: float = 0.0,
                  event_shape: tuple[int, ...] = (1,)) -> None:
         super().__init__()
-        for field, value in (("theta", theta), ("mu", mu), ("sigma", sigma)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ConfigError(f"{field}: expected a finite number, got {value!r}")
-        if theta <= 0:
-            raise ConfigError(f"theta: expected a positive mean-reversion rate, got {theta!r}")
-        if sigma < 0:
-            raise ConfigError(f"sigma: expected a diffusion coefficient >= 0, got {sigma!r}")
-        self.theta, self.mu, self.sigma = float(theta), float(mu), float(sigma)
+        self.theta = check.positive("theta", theta, expected="a positive mean-reversion rate")
+        self.mu = check.finite("mu", mu)
+        self.sigma = check.non_negative("sigma", sigma, expected="a diffusion coefficient >= 0")
         self.event_shape = tuple(event_shape)
 
     def drift(self, x: Tensor, t: Tensor) -> Tensor:

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from diffflow_core.errors import ConfigError
 from diffflow_discriminator.flow import DEFAULT_NETWORK, DiscriminatorFlow
-from diffflow_discriminator.presets import GPM_SCORE_MLP
+from diffflow_score.presets import GPM_SCORE_MLP
 
 __all__ = ["DiffusionGanFlow", "ROWS"]
 

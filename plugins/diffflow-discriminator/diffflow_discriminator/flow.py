@@ -11,9 +11,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Flow, SamplingContext, as_time, check_steps
-from diffflow_core.tensors import draw_device
+from diffflow_core.tensors import draw_noise
 from diffflow_discriminator.losses import GanLoss, get_loss
 
 __all__ = ["DiscriminatorFlow", "DEFAULT_NETWORK"]
@@ -41,15 +42,13 @@ class DiscriminatorFlow(Flow):
                  eta: float = 1.0, time_conditioned: bool = True, event_shape: tuple[int, ...] = (2,),
                  grid: str | dict[str, Any] = "uniform", init_std: float | None = None, sigma_max: float = 0.0) -> None:
         super().__init__()
-        if isinstance(sigma_max, bool) or not isinstance(sigma_max, (int, float)) or sigma_max < 0:
-            raise ConfigError(f"sigma_max: expected a smoothing level >= 0, got {sigma_max!r}")
+        sigma_max = check.non_negative("sigma_max", sigma_max, expected="a smoothing level >= 0")
         if sigma_max and not time_conditioned:
             raise ConfigError("sigma_max: data smoothing needs a time-conditioned (noise-conditioned) discriminator")
         self.sigma_max = float(sigma_max)
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or eta <= 0:
-            raise ConfigError(f"eta: expected a positive gradient strength, got {eta!r}")
-        if init_std is not None and not init_std > 0:
-            raise ConfigError(f"init_std: expected a positive standard deviation or None, got {init_std!r}")
+        eta = check.positive("eta", eta, expected="a positive gradient strength")
+        if init_std is not None:
+            check.positive("init_std", init_std, expected="a positive standard deviation or None")
         self.loss = get_loss(loss)
         self.eta = float(eta)
         self.time_conditioned = bool(time_conditioned)
@@ -98,9 +97,7 @@ class DiscriminatorFlow(Flow):
         if not self.sigma_max:
             return real
         sigma = self.sigma(t).reshape(-1, *([1] * (real.ndim - 1)))
-        noise = torch.randn(real.shape, generator=generator, dtype=real.dtype,
-                            device=draw_device(generator, real.device))
-        return real + sigma * noise.to(real.device)
+        return real + sigma * draw_noise(real.shape, generator, real)
 
     def sigma(self, t: Tensor) -> Tensor:
         """The smoothing level ``sigma(t) = sigma_max (1 - t)``."""
@@ -148,9 +145,7 @@ class DiscriminatorFlow(Flow):
             moving.add_(self.evaluate_drift(moving, t, context), alpha=dt)
             scale = float(self.diffusion(t)) * dt ** 0.5
             if scale:  # no draw where the noise is 0 (deterministic flows, TDPM's GAN phase)
-                noise = torch.randn(moving.shape, generator=generator, dtype=x.dtype,
-                                    device=draw_device(generator, x.device))
-                moving.add_(noise.to(x.device), alpha=scale)
+                moving.add_(draw_noise(moving.shape, generator, x), alpha=scale)
         out = torch.empty_like(x)
         out[order] = x
         return out

@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError, did_you_mean
-from diffflow_core.tensors import draw_device
+from diffflow_core.tensors import draw_noise
 
 __all__ = ["GanLoss", "LOSSES", "DiscriminatorLoss", "get_loss", "gradient_penalty", "r1_penalty"]
 
@@ -87,8 +88,7 @@ def gradient_penalty(logit: Callable[[Tensor, Tensor | None], Tensor], real: Ten
     """``E[(||grad_x f(x_hat, t)|| - c0)^2]`` at ``x_hat = alpha real + (1 - alpha) fake``, ``alpha ~ U(0, 1)``
     per sample (SPEC §2.8 step 4; WGAN-GP has ``c0 = 1``, GPM's Discriminator Flows ``c0 = 0``)."""
     shape = (real.shape[0],) + (1,) * (real.ndim - 1)
-    alpha = torch.rand(shape, generator=generator, dtype=real.dtype,
-                       device=draw_device(generator, real.device)).to(real.device)
+    alpha = draw_noise(shape, generator, real, "uniform")
     x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
     (grad,) = torch.autograd.grad(logit(x_hat, t).sum(), x_hat, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - center).pow(2).mean()
@@ -105,16 +105,6 @@ def r1_penalty(real_logits: Tensor, real: Tensor) -> Tensor:
     return grad.flatten(1).pow(2).sum(1).mean()
 
 
-def _non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ConfigError(f"{attribute.name}: expected a number >= 0, got {value!r}")
-
-
-def _number(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{attribute.name}: expected a number, got {value!r}")
-
-
 @attrs.frozen
 class DiscriminatorLoss:
     """``E[b(f(fake, t))] - E[a(f(real, t))] + gp_weight * GP + r1_weight / 2 * R1``: eq 15 negated plus penalties.
@@ -127,9 +117,9 @@ class DiscriminatorLoss:
     call this one loss.
     """
 
-    gp_weight: float = attrs.field(default=0.0, validator=_non_negative)
-    gp_center: float = attrs.field(default=0.0, validator=_number)
-    r1_weight: float = attrs.field(default=0.0, validator=_non_negative)
+    gp_weight: float = check.attrs_field(check.non_negative, default=0.0)
+    gp_center: float = check.attrs_field(check.finite, default=0.0)
+    r1_weight: float = check.attrs_field(check.non_negative, default=0.0)
 
     def __call__(self, flow: Any, real: Tensor, fake: Tensor, t: Tensor | None,
                  generator: torch.Generator | None) -> Tensor:

@@ -21,12 +21,13 @@ from functools import partial
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Batch, Objective, Player
 from diffflow_core.tensors import draw_device
 from diffflow_discriminator.flow import DiscriminatorFlow
 from diffflow_discriminator.losses import DiscriminatorLoss
-from diffflow_discriminator.parts import (Handoff, check_betas, check_count, require_discriminator,
+from diffflow_discriminator.parts import (Handoff, check_betas, require_discriminator,
                                           require_free_particles, require_generator)
 
 __all__ = ["GanObjective", "DiscriminatorFlowObjective"]
@@ -63,7 +64,7 @@ class GanObjective(Objective):
         if updates == "simultaneous" and reuse_particles:
             raise ConfigError("reuse_particles: simultaneous updates always share the particles; "
                               "set reuse_particles = false or updates = 'alternating'")
-        self.flow, self.d_steps = flow, check_count("d_steps", d_steps)
+        self.flow, self.d_steps = flow, check.positive_int("d_steps", d_steps)
         self.critic = DiscriminatorLoss(gp_weight, gp_center, r1_weight)
         self.reuse_particles, self.updates = bool(reuse_particles), updates
         self.lr, self.betas = lr, check_betas("betas", betas)
@@ -162,7 +163,8 @@ class DiscriminatorFlowObjective(Objective):
             raise ConfigError("flow.time_conditioned: a Discriminator Flow needs a time-conditioned discriminator; "
                               "set time_conditioned = true (or use objective 'gan' with the generator smoother)")
         self.flow = flow
-        self.flow_steps, self.d_steps = check_count("flow_steps", flow_steps), check_count("d_steps", d_steps)
+        self.flow_steps = check.positive_int("flow_steps", flow_steps)
+        self.d_steps = check.positive_int("d_steps", d_steps)
         self.critic = DiscriminatorLoss(gp_weight, gp_center, r1_weight)
         self.lr, self.betas = lr, check_betas("betas", betas)
         self.score_objective = None

@@ -5,7 +5,7 @@
   particles (:func:`require_free_particles`: the smoother declares that samples integrate the flow);
 * what it needs of the flow (:func:`require_discriminator`: a logit and a GAN loss, SPEC §2.4);
 * :class:`Handoff`, the one piece of state that passes between two players of an iteration;
-* the checks of the settings the objectives share (:func:`check_count`, :func:`check_betas`).
+* the check of the Adam betas the objectives share (:func:`check_betas`).
 """
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from typing import Any
 
 import attrs
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Smoother
 
-__all__ = ["Handoff", "require_generator", "require_free_particles", "require_discriminator", "check_count",
+__all__ = ["Handoff", "require_generator", "require_free_particles", "require_discriminator",
            "check_betas"]
 
 
@@ -52,19 +53,14 @@ def require_discriminator(flow: Any, objective: str) -> None:
                           f"got {type(flow).__name__}")
 
 
-def check_count(field: str, value: Any) -> int:
-    """A positive integer setting (``d_steps``, ``flow_steps``, ``score_steps``), never a bool."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{field}: expected a positive integer, got {value!r}")
-    return value
-
-
 def check_betas(field: str, betas: Any) -> tuple[float, float]:
     """Two Adam betas in ``[0, 1)``."""
     betas = tuple(betas)
-    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+    if len(betas) != 2:
         raise ConfigError(f"{field}: expected two Adam betas in [0, 1), got {betas!r}")
-    return betas
+    expected = f"two Adam betas in [0, 1); {betas!r} holds"
+    return check.in_range(field, betas[0], 0, 1, expected=expected), check.in_range(field, betas[1], 0, 1,
+                                                                                   expected=expected)
 
 
 @attrs.define

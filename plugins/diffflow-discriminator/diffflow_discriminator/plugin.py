@@ -10,6 +10,8 @@ def register_flows(register):
              "DiffFlow Diffusion-GAN / TDPM rows: learned score + noise-conditioned discriminator (SPEC §1.4)")
     register("score-gan", "diffflow_discriminator.score_gan:ScoreGanFlow",
              "Score GAN drift: smoothed KL on noised laws from data and generated EDM denoisers (SPEC §2.7)")
+    register("distill", "diffflow_discriminator.distill:DistillFlow",
+             "One-step generator distilled from any saved teacher flow: regression or teacher-score Int-PM drift")
 
 
 @hookimpl
@@ -21,6 +23,8 @@ def register_objectives(register):
              "Discriminator Flow: time-conditioned discriminator vs simulated free particles (GPM Alg. 3)")
     register("generated-dsm", "diffflow_discriminator.score_gan:GeneratedDSM",
              "Score GAN: DSM of the generated-data denoiser between generator steps (SPEC §2.7)")
+    register("distill", "diffflow_discriminator.distill:Distill",
+             "Distillation through the generator smoother: teacher-solve regression or Score GAN with the teacher")
 
 
 @hookimpl

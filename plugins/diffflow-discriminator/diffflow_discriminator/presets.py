@@ -8,6 +8,8 @@ in docs/benchmarks/discriminator.md, "Why the presets are set as they are".
 """
 from __future__ import annotations
 
+from diffflow_score.presets import GPM_SCORE_MLP
+
 #: The GAN's networks: 3x256 (GPM: 4x512), trained longer than GPM's 1,900 iterations, with an EMA.
 _MLP_GAN = {"name": "mlp", "hidden": 256, "depth": 3, "activation": "leaky_relu"}
 _ADAM = {"lr": 2e-4, "betas": [0.5, 0.999]}
@@ -50,11 +52,10 @@ DISCRIMINATOR_FLOW = {
     "sample": {"steps": 56, "n": 2000},
 }
 
-#: GPM's score network: the default of both Score GAN denoisers and of the ``diffusion-gan`` flow's score. The
-#: Score GAN preset uses it for both (the data one trained 10,000 iterations first), with a 3x256 generator, the
-#: EDM-weighted generated-score loss, 10 score steps per generator step and EMA 0.999; smaller score networks
-#: trained worse: score error is the limit.
-GPM_SCORE_MLP = {"name": "mlp", "hidden": 512, "depth": 4, "embedding_dim": 128, "fourier_scale": 2.0}
+#: GPM's score network (:data:`diffflow_score.presets.GPM_SCORE_MLP`) is the default of both Score GAN denoisers
+#: and of the ``diffusion-gan`` flow's score. The Score GAN preset uses it for both (the data one trained 10,000
+#: iterations first), with a 3x256 generator, the EDM-weighted generated-score loss, 10 score steps per generator
+#: step and EMA 0.999; smaller score networks trained worse: score error is the limit.
 
 SCORE_GAN = {
     "summary": "Score GAN: a generator driven by the smoothed KL of noised laws (data score trained first)",

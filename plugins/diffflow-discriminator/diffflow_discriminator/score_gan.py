@@ -23,11 +23,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Batch, Flow, Objective, Player, SamplingContext
-from diffflow_core.tensors import draw_device
-from diffflow_discriminator.parts import Handoff, check_betas, check_count, require_generator
-from diffflow_discriminator.presets import GPM_SCORE_MLP
+from diffflow_core.tensors import draw_noise
+from diffflow_discriminator.parts import Handoff, check_betas, require_generator
+from diffflow_score.presets import GPM_SCORE_MLP
 
 __all__ = ["ScoreGanFlow", "GeneratedDSM", "noise_levels"]
 
@@ -50,7 +51,8 @@ class ScoreGanFlow(Flow):
     ``generated-dsm`` objective trains one first for ``data_steps`` iterations (``edm`` preset, network
     ``data_network``, objective settings ``data_objective``: e.g. ``{"p_mean": 0.57, "p_std": 1.26}`` draws its
     training noise levels with eq 28's log-sigma moments instead of EDM's LogNormal(-1.2, 1.2), which on ring5
-    scored worse). ``sigma_min``/``sigma_max``/``rho`` set eq 28; ``w_d``/``w_g`` weigh the two scores.
+    scored worse); from Python, ``data_score`` is a ready frozen module with ``denoise(x, sigma)`` instead (the
+    ``distill`` flow passes its teacher's implied denoiser). ``sigma_min``/``sigma_max``/``rho`` set eq 28; ``w_d``/``w_g`` weigh the two scores.
     ``init_from_data`` starts ``D_rho`` from the trained data denoiser's weights (both need the same
     architecture): the generated score then starts as a good denoiser and only has to follow the generator.
     ``residual`` learns ``D_rho = D_p + r_phi`` instead, with ``r_phi = c_out F_phi`` the ``network``'s EDM
@@ -64,14 +66,13 @@ class ScoreGanFlow(Flow):
                  data_checkpoint: str | None = None, data_steps: int = 4000, sigma_min: float = 0.1,
                  sigma_max: float = 10.0, rho: float = 3.0, w_d: float = 1.0, w_g: float = 1.0,
                  init_from_data: bool = False, residual: bool = False,
-                 data_objective: dict[str, Any] | None = None) -> None:
+                 data_objective: dict[str, Any] | None = None, data_score: nn.Module | None = None) -> None:
         super().__init__()
         if not 0 < sigma_min < sigma_max:
             raise ConfigError(f"sigma_min/sigma_max: expected 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
         if not rho > 0:
             raise ConfigError(f"rho: expected a positive number, got {rho!r}")
-        if isinstance(data_steps, bool) or not isinstance(data_steps, int) or data_steps < 0:
-            raise ConfigError(f"data_steps: expected an integer >= 0, got {data_steps!r}")
+        data_steps = check.non_negative_int("data_steps", data_steps)
         self.event_shape = tuple(event_shape)
         self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)
         self.w_d, self.w_g = float(w_d), float(w_g)
@@ -80,8 +81,10 @@ class ScoreGanFlow(Flow):
         self.data_steps, self.data_network = data_steps, data_network
         self.data_objective = dict(data_objective or {})
         self.generated = _edm_flow(network, self.event_shape)
-        self.data_ready = data_checkpoint is not None
-        if data_checkpoint is not None:
+        self.data_ready = data_checkpoint is not None or data_score is not None
+        if data_score is not None:  # a ready denoiser (distillation's teacher, diffflow_discriminator.distill)
+            self.data_score = data_score
+        elif data_checkpoint is not None:
             from diffflow_core.model import Model
 
             self.data_score = Model.load(data_checkpoint).flow
@@ -99,17 +102,14 @@ class ScoreGanFlow(Flow):
                                   "score's architecture; expected the same network spec")
 
     def sample_sigma(self, n: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
-        u = torch.rand(n, generator=generator, dtype=like.dtype, device=draw_device(generator, like.device))
-        u = u.to(like.device)
-        return noise_levels(u, self.sigma_min, self.sigma_max, self.rho)
+        return noise_levels(draw_noise((n,), generator, like, "uniform"), self.sigma_min, self.sigma_max, self.rho)
 
     def noised(self, x: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
         """``(sigma, sigma per sample, x + sigma eps)`` with ``sigma`` by eq 28: the draw shared by the drift and
         the generated-score loss."""
         sigma = self.sample_sigma(x.shape[0], generator, x)
         s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=draw_device(generator, x.device))
-        return sigma, s, x + s * noise.to(x.device)
+        return sigma, s, x + s * draw_noise(x.shape, generator, x)
 
     def sample_drift(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         """One draw of eq 19's integrand (eq 26) at ``x``, ``(sigma, eps)`` from ``generator`` (sigma by eq 28):
@@ -172,7 +172,7 @@ class GeneratedDSM(Objective):
                  updates: str = "alternating") -> None:
         if not isinstance(flow, ScoreGanFlow):
             raise ConfigError(f"flow: objective 'generated-dsm' needs the 'score-gan' flow, got {type(flow).__name__}")
-        check_count("score_steps", score_steps)
+        check.positive_int("score_steps", score_steps)
         if weighting not in ("none", "edm"):
             raise ConfigError(f"weighting: expected 'none' or 'edm', got {weighting!r}")
         if updates not in ("alternating", "simultaneous"):

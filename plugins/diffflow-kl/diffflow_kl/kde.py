@@ -11,6 +11,7 @@ import math
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_kl.kernels import by_chunks, sq_dists
 
@@ -25,10 +26,8 @@ def bandwidth(rule: str | float, sample: Tensor) -> float:
     Scott: ``h = M^(-1/(D+4)) s``; Silverman: ``h = (4/(D+2))^(1/(D+4)) M^(-1/(D+4)) s``, with ``s`` the root
     mean per-coordinate variance of the sample (the rules are for one isotropic bandwidth).
     """
-    if isinstance(rule, (int, float)) and not isinstance(rule, bool):
-        if not rule > 0:
-            raise ConfigError(f"bandwidth: expected a positive number or one of {BANDWIDTH_RULES}, got {rule!r}")
-        return float(rule)
+    if check.is_number(rule):
+        return check.positive("bandwidth", rule, expected=f"a positive number or one of {BANDWIDTH_RULES}")
     if rule not in BANDWIDTH_RULES:
         raise ConfigError(f"bandwidth: expected a positive number or one of {BANDWIDTH_RULES}, got {rule!r}")
     flat = sample.flatten(1)

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_core.specs import from_spec
 from diffflow_core.tensors import draw_device
@@ -21,12 +22,6 @@ __all__ = ["RadialKernel", "Gaussian", "IMQ", "Laplace", "Energy", "make_kernel"
 
 #: Default number of pairwise entries held at once (about 32 MiB in float64).
 PAIR_BUDGET = 2 ** 22
-
-
-def _positive(field: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"{field}: expected a positive number, got {value!r}")
-    return float(value)
 
 
 class RadialKernel:
@@ -54,7 +49,7 @@ class Gaussian(RadialKernel):
         values = [bandwidth] if isinstance(bandwidth, (int, float)) else list(bandwidth)
         if not values:
             raise ConfigError("bandwidth: expected one or more positive numbers, got an empty list")
-        self.bandwidths = [_positive("bandwidth", h) for h in values]
+        self.bandwidths = [check.positive("bandwidth", h) for h in values]
 
     def value(self, d2: Tensor) -> Tensor:
         return sum(torch.exp(-d2 / (2 * h * h)) for h in self.bandwidths)
@@ -69,7 +64,7 @@ class IMQ(RadialKernel):
     name = "imq"
 
     def __init__(self, scale: float = 1.0) -> None:
-        self.scale = _positive("scale", scale)
+        self.scale = check.positive("scale", scale)
 
     def value(self, d2: Tensor) -> Tensor:
         return torch.rsqrt(self.scale ** 2 + d2)
@@ -90,7 +85,7 @@ class Laplace(RadialKernel):
     name = "laplace"
 
     def __init__(self, bandwidth: float = 1.0) -> None:
-        self.bandwidth = _positive("bandwidth", bandwidth)
+        self.bandwidth = check.positive("bandwidth", bandwidth)
 
     def value(self, d2: Tensor) -> Tensor:
         return torch.exp(-torch.sqrt(d2.clamp_min(0)) / self.bandwidth)
@@ -131,9 +126,7 @@ def sq_dists(x: Tensor, y: Tensor) -> Tensor:
 def chunk_size(num_centres: int, chunk: int | None = None) -> int:
     """Query rows per block: ``chunk`` if given, else as many as keep ``rows * num_centres`` within the budget."""
     if chunk is not None:
-        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-            raise ConfigError(f"chunk: expected a positive integer, got {chunk!r}")
-        return chunk
+        return check.positive_int("chunk", chunk)
     return max(1, PAIR_BUDGET // max(1, num_centres))
 
 
@@ -142,7 +135,7 @@ def by_chunks(fn: Callable[[Tensor], Tensor], x: Tensor, num_centres: int, chunk
 
     Blocks are written into one preallocated output rather than collected and concatenated: many small
     per-block results kept alive between the large freed block temporaries fragment the C heap, and RSS then
-    grew by about one block (~16 MB) per block at N = 100,000 (``benchmarks/mmd_scale.py``).
+    grew with every block at large N (``benchmarks/mmd_scale.py``; measured in docs/benchmarks.md, Speed).
     """
     size = chunk_size(num_centres, chunk)
     if x.shape[0] <= size:

@@ -13,19 +13,12 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import check_steps
 from diffflow_core.specs import from_spec
 
 __all__ = ["Row", "Constant", "Ladder", "VE", "VP", "GAN", "FDiv", "FDIVERGENCES", "make_row"]
-
-
-def _number(field: str, value: float, minimum: float = 0.0, strict: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < minimum or (strict and value == minimum):
-        rel = ">" if strict else ">="
-        raise ConfigError(f"{field}: expected a finite number {rel} {minimum}, got {value!r}")
-    return float(value)
 
 
 class Row:
@@ -63,8 +56,8 @@ class FixedNoise(Row):
     ``q_sigma``); deterministic unless a subclass adds noise."""
 
     def __init__(self, sigma: float, horizon: float) -> None:
-        self.sigma_value = _number("sigma", sigma)
-        self.horizon = _number("horizon", horizon, strict=True)
+        self.sigma_value = check.non_negative("sigma", sigma)
+        self.horizon = check.positive("horizon", horizon)
 
     def times(self, steps: int) -> Tensor:
         check_steps(steps)
@@ -90,10 +83,10 @@ class Constant(FixedNoise):
     def __init__(self, beta: float = 1.0, gamma: float = 1.0, lam: float = 0.0, sigma: float = 0.0,
                  decay: float = 0.0, horizon: float = 1.0, prior_std: float = 1.0) -> None:
         super().__init__(sigma, horizon)
-        self.beta, self.gamma = _number("beta", beta), _number("gamma", gamma)
-        self.lam_value = _number("lam", lam)
-        self.decay = _number("decay", decay, minimum=-math.inf)
-        self.prior_std = _number("prior_std", prior_std, strict=True)
+        self.beta, self.gamma = check.non_negative("beta", beta), check.non_negative("gamma", gamma)
+        self.lam_value = check.non_negative("lam", lam)
+        self.decay = check.finite("decay", decay)
+        self.prior_std = check.positive("prior_std", prior_std)
 
     def f(self, x: Tensor, t: Tensor) -> Tensor | None:
         return -self.decay * x if self.decay else None
@@ -123,14 +116,13 @@ class Ladder(Row):
         if sigmas is None:
             if not 0 < sigma_min < sigma_max:
                 raise ConfigError(f"sigma_min/sigma_max: expected 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
-            if not isinstance(levels, int) or levels < 1:
-                raise ConfigError(f"levels: expected a positive integer, got {levels!r}")
+            levels = check.positive_int("levels", levels)
             sigmas = torch.logspace(math.log10(sigma_max), math.log10(sigma_min), levels, dtype=torch.float64)
         sigmas = torch.as_tensor(sigmas, dtype=torch.float64).reshape(-1)
         if sigmas.numel() < 1 or not bool((sigmas > 0).all()) or not bool((sigmas[1:] < sigmas[:-1]).all()):
             raise ConfigError(f"sigmas: expected a strictly decreasing list of positive levels, got {sigmas.tolist()}")
         self.sigmas = sigmas
-        self.tau = _number("tau", tau, strict=True)
+        self.tau = check.positive("tau", tau)
         self.prior_std = 1.0
 
     def level(self, t: Tensor) -> Tensor:
@@ -241,7 +233,7 @@ class GAN(FixedNoise):
             raise ConfigError(f"loss: expected 'vanilla' or 'ns', got {loss!r}")
         super().__init__(sigma, horizon)
         self.loss = loss
-        self.rate = _number("rate", rate, strict=True)
+        self.rate = check.positive("rate", rate)
 
     def weights(self, t: Tensor, logit: Tensor | None) -> tuple[Tensor, Tensor]:
         d = torch.sigmoid(logit) if self.loss == "vanilla" else torch.sigmoid(-logit)
@@ -271,7 +263,7 @@ class FDiv(FixedNoise):
             raise ConfigError(f"divergence: expected one of {sorted(FDIVERGENCES)}, got {divergence!r}")
         super().__init__(sigma, horizon)
         self.divergence = divergence
-        self.max_logit = _number("max_logit", max_logit, strict=True)
+        self.max_logit = check.positive("max_logit", max_logit)
 
     def weights(self, t: Tensor, logit: Tensor | None) -> tuple[Tensor, Tensor]:
         w = FDIVERGENCES[self.divergence](logit.clamp(-self.max_logit, self.max_logit))[:, None]

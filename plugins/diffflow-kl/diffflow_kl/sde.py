@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Flow
 from diffflow_core.tensors import per_sample
@@ -62,8 +63,7 @@ class DiffFlow(Flow):
         super().__init__()
         if form not in _FORMS:
             raise ConfigError(f"form: expected one of {_FORMS}, got {form!r}")
-        if not isinstance(noise_scale, (int, float)) or noise_scale < 0:
-            raise ConfigError(f"noise_scale: expected a number >= 0, got {noise_scale!r}")
+        noise_scale = check.non_negative("noise_scale", noise_scale)
         self.row = make_row(row)
         self.form = form
         self.noise_scale = float(noise_scale)

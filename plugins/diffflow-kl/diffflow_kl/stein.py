@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Flow, SamplingContext, Smoother
 from diffflow_kl.kernels import Gaussian, grad_mean, median_bandwidth, smooth_mean
@@ -30,14 +31,12 @@ class SteinSmoother(Smoother):
 
     def __init__(self, bandwidth: str | float = "median", scale: float = 1.0, form: str = "auto",
                  chunk: int | None = None, seed: int = 0) -> None:
-        if bandwidth != "median" and not (isinstance(bandwidth, (int, float)) and not isinstance(bandwidth, bool)
-                                          and bandwidth > 0):
-            raise ConfigError(f"bandwidth: expected 'median' or a positive number, got {bandwidth!r}")
-        if not isinstance(scale, (int, float)) or not scale > 0:
-            raise ConfigError(f"scale: expected a positive number, got {scale!r}")
+        if bandwidth != "median":
+            bandwidth = check.positive("bandwidth", bandwidth, expected="'median' or a positive number")
+        scale = check.positive("scale", scale)
         if form not in ("auto", "direct"):
             raise ConfigError(f"form: expected 'auto' or 'direct', got {form!r}")
-        self.bandwidth, self.scale, self.form, self.chunk = bandwidth, float(scale), form, chunk
+        self.bandwidth, self.scale, self.form, self.chunk = bandwidth, scale, form, chunk
         self.seed = int(seed)
 
     def kernel(self, x: Tensor) -> Gaussian:

@@ -16,10 +16,11 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.data import load_dataset
-from diffflow_core.errors import ConfigError, missing_data
+from diffflow_core.errors import missing_data
 from diffflow_core.interfaces import Flow, SamplingContext, check_steps
-from diffflow_core.tensors import draw_device
+from diffflow_core.tensors import draw_noise
 from diffflow_kl.kernels import RadialKernel, grad_mean, make_kernel
 
 __all__ = ["MMDFlow"]
@@ -45,16 +46,12 @@ class MMDFlow(Flow):
         self.kernel = make_kernel(kernel, **params)
         if data is None:
             raise missing_data("the MMD flow needs target samples")
-        if isinstance(points, bool) or not isinstance(points, int) or points < 2:
-            raise ConfigError(f"points: expected an integer >= 2, got {points!r}")
-        if not isinstance(horizon, (int, float)) or not horizon > 0:
-            raise ConfigError(f"horizon: expected a positive number, got {horizon!r}")
-        if not isinstance(noise, (int, float)) or noise < 0:
-            raise ConfigError(f"noise: expected a number >= 0, got {noise!r}")
+        points = check.integer("points", points, 2)
+        horizon, noise = check.positive("horizon", horizon), check.non_negative("noise", noise)
         dataset = load_dataset(data)
         self.register_buffer("targets", dataset.sample(points, torch.Generator().manual_seed(int(seed))))
         self.event_shape = tuple(event_shape)
-        self.horizon, self.noise, self.chunk, self.seed = float(horizon), float(noise), chunk, int(seed)
+        self.horizon, self.noise, self.chunk, self.seed = horizon, noise, chunk, int(seed)
 
     def witness_grad(self, z: Tensor, x: Tensor) -> Tensor:
         """``grad`` of the witness ``E_p k(., y) - E_rho k(., x)`` at ``z`` (``x`` the particles)."""
@@ -64,9 +61,7 @@ class MMDFlow(Flow):
     def drift(self, x: Tensor, t: Tensor, context: SamplingContext) -> Tensor:
         z = x
         if self.noise > 0:
-            generator = context.generator
-            z = x + self.noise * torch.randn(x.shape, generator=generator, device=draw_device(generator, x.device),
-                                             dtype=x.dtype).to(x.device)
+            z = x + self.noise * draw_noise(x.shape, context.generator, x)
         return self.witness_grad(z, x)
 
     def time_grid(self, steps: int) -> Tensor:

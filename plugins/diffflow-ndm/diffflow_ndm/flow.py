@@ -15,12 +15,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
-from diffflow_core.interfaces import Flow, as_time, check_steps
+from diffflow_core.interfaces import Flow, as_time, check_steps, time_grid_over
 from diffflow_core.networks import build_network
 
 from diffflow_ndm.schedules import Schedule, build_schedule
-from diffflow_core.tensors import draw_device, per_sample
+from diffflow_core.tensors import draw_noise, per_sample
 from diffflow_ndm.transforms import Transform, build_transform
 
 __all__ = ["NDMFlow"]
@@ -39,7 +40,7 @@ class NDMFlow(Flow):
     without it, an undertrained reverse model extrapolates linearly off the data and a few ODE paths diverge. ``sigma_data`` must not default to the data's own std:
     then the untrained model is exactly the Gaussian posterior mean, the best linear denoiser, so the residual
     the network must fit is orthogonal to every linear function of ``z`` and the near-linear untrained MLP sits at
-    a stationary point (measured on ring5: the NELBO did not move in 2,500 steps).
+    a stationary point (on ring5 the NELBO did not move: docs/benchmarks/ndm.md, "Earlier runs").
     """
 
     def __init__(self, network: str | dict[str, Any] | nn.Module = "mlp",
@@ -50,13 +51,10 @@ class NDMFlow(Flow):
         super().__init__()
         if mode not in _MODES:
             raise ConfigError(f"mode: expected one of {', '.join(_MODES)}, got {mode!r}")
-        if not time_power >= 1:
-            raise ConfigError(f"time_power: expected a number >= 1, got {time_power!r}")
-        if isinstance(sigma_data, bool) or not isinstance(sigma_data, (int, float)) or not sigma_data > 0:
-            raise ConfigError(f"sigma_data: expected a positive number, got {sigma_data!r}")
-        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
-            raise ConfigError(f"clip: expected None or a positive bound on |x_hat| for sampling, got {clip!r}")
-        self.clip = None if clip is None else float(clip)
+        time_power = check.number("time_power", time_power, 1)
+        sigma_data = check.positive("sigma_data", sigma_data)
+        self.clip = None if clip is None else check.positive(
+            "clip", clip, expected="None or a positive bound on |x_hat| for sampling")
         self.event_shape = tuple(event_shape)
         self.mode = mode
         self.time_power = float(time_power)
@@ -140,12 +138,15 @@ class NDMFlow(Flow):
         t = torch.as_tensor(t, dtype=torch.get_default_dtype()).reshape(1)
         return self.schedule.coefficients(t).g2.sqrt()[0]
 
-    def time_grid(self, steps: int) -> Tensor:
-        """``steps + 1`` times ``t_i = (1 - i/steps)^time_power`` from 1 (the prior) down to 0 (the data).
+    def time_grid(self, steps: int, grid: str | dict[str, Any] | None = None) -> Tensor:
+        """``steps + 1`` times ``t_i = (1 - i/steps)^time_power`` from 1 (the prior) down to 0 (the data), or the
+        registered time grid ``grid`` from 1 to 0 (``power`` with ``exponent = time_power`` is the default).
 
         ``time_power > 1`` refines the grid near t = 0, where ``sigma'/sigma`` is large (stiff ODE, small noise).
         """
         check_steps(steps)
+        if grid is not None:
+            return time_grid_over(grid, steps, 1.0, 0.0, self)
         return torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64).pow(self.time_power).float()
 
     def ancestral_step(self, z: Tensor, t: Tensor, s: Tensor, eta: float,
@@ -155,6 +156,4 @@ class NDMFlow(Flow):
         mean, var = self.posterior(z, self.sampling_denoise(z, t), t, s, eta)
         if eta == 0:
             return mean
-        noise = torch.randn(z.shape, generator=generator, device=draw_device(generator, z.device),
-                            dtype=z.dtype).to(z.device)
-        return mean + per_sample(var.sqrt(), z) * noise
+        return mean + per_sample(var.sqrt(), z) * draw_noise(z.shape, generator, z)

@@ -15,12 +15,13 @@ import attrs
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Batch, Objective
 
 from diffflow_ndm.flow import NDMFlow
 from diffflow_ndm.proposals import Proposal, build_proposal
-from diffflow_core.tensors import draw_device, per_sample
+from diffflow_core.tensors import draw_device, draw_noise, per_sample
 
 __all__ = ["WEIGHTINGS", "NELBOTerms", "NELBOObjective", "DiscreteNELBO", "ContinuousNELBO", "reconstruction_nll", "prior_kl",
            "discrete_kl", "continuous_integrand"]
@@ -122,15 +123,12 @@ class NELBOObjective(Objective):
 
     def __init__(self, proposal: str | dict[str, Any] | Proposal = "uniform", dequantize: float | None = None,
                  weighting: str = "elbo", weighting_bias: float = 2.0) -> None:
-        if dequantize is not None and (isinstance(dequantize, bool) or not isinstance(dequantize, (int, float))
-                                       or not dequantize > 0):
-            raise ConfigError(f"dequantize: expected a positive bin width or None, got {dequantize!r}")
+        if dequantize is not None:
+            dequantize = check.positive("dequantize", dequantize, expected="a positive bin width or None")
         if weighting not in WEIGHTINGS:
             raise ConfigError(f"weighting: expected one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
-        if isinstance(weighting_bias, bool) or not isinstance(weighting_bias, (int, float)) \
-                or not math.isfinite(weighting_bias):
-            raise ConfigError(f"weighting_bias: expected a finite number (the log-SNR where w = 1/2), "
-                              f"got {weighting_bias!r}")
+        weighting_bias = check.finite("weighting_bias", weighting_bias,
+                                      expected="a finite number (the log-SNR where w = 1/2)")
         self.proposal = build_proposal(proposal)
         self.dequantize = dequantize
         self.weighting, self.weighting_bias = weighting, float(weighting_bias)
@@ -152,8 +150,7 @@ class NELBOObjective(Objective):
         for each example of ``x``."""
         if not isinstance(flow, NDMFlow):
             raise ConfigError(f"objective: the NELBO needs an 'ndm' flow, got {type(flow).__name__}")
-        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=draw_device(generator, x.device))
-        eps = eps.to(x.device)
+        eps = draw_noise(x.shape, generator, x)
         return NELBOTerms(reconstruction_nll(flow, x, eps), self.diffusion_term(flow, x, generator, weighted),
                           prior_kl(flow, x))
 
@@ -167,12 +164,11 @@ class NELBOObjective(Objective):
                 raise ConfigError(
                     f"weighting: {self.weighting!r} needs a fixed forward process, but the flow's "
                     f"{' and '.join(learned)} {'has' if len(learned) == 1 else 'have'} trainable parameters; a "
-                    "weighted loss is no longer a bound, so a learned F or schedule collapses to cheat it (measured: "
-                    "learned F on digits, test NELBO 8.8 vs 2.8 bits/dim); use weighting='elbo'")
+                    "weighted loss is no longer a bound, so a learned F or schedule collapses to cheat it (seen "
+                    "with a learned F on digits: docs/benchmarks/ndm.md); use weighting='elbo'")
         x = batch.x
         if self.dequantize is not None:
-            u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=draw_device(generator, x.device))
-            x = x + self.dequantize * u.to(x.device)
+            x = x + self.dequantize * draw_noise(x.shape, generator, x, "uniform")
         return self.terms(flow, x, generator, weighted=True).total.mean() / x[0].numel()
 
 
@@ -182,8 +178,7 @@ class DiscreteNELBO(NELBOObjective):
 
     def __init__(self, steps: int = 1000, proposal: str | dict[str, Any] | Proposal = "uniform",
                  dequantize: float | None = None, weighting: str = "elbo", weighting_bias: float = 2.0) -> None:
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ConfigError(f"steps: expected a positive integer number of diffusion steps T, got {steps!r}")
+        steps = check.positive_int("steps", steps, expected="a positive integer number of diffusion steps T")
         super().__init__(proposal, dequantize, weighting, weighting_bias)
         self.steps = steps
 
@@ -194,8 +189,7 @@ class DiscreteNELBO(NELBOObjective):
                                   generator=generator).cpu()
         t = ((index + 1).double() / self.steps).to(device=x.device, dtype=x.dtype)
         s = (index.double() / self.steps).to(device=x.device, dtype=x.dtype)
-        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=draw_device(generator, x.device))
-        eps = eps.to(x.device)
+        eps = draw_noise(x.shape, generator, x)
         kl = discrete_kl(flow, x, t, s, eps)
         if weighted:
             kl = self.weight(flow, t) * kl
@@ -209,8 +203,7 @@ class ContinuousNELBO(NELBOObjective):
     def diffusion_term(self, flow: NDMFlow, x: Tensor, generator: torch.Generator | None,
                        weighted: bool = False) -> Tensor:
         t, density = self.proposal.sample(x.shape[0], flow, generator, x.device, x.dtype)
-        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=draw_device(generator, x.device))
-        eps = eps.to(x.device)
+        eps = draw_noise(x.shape, generator, x)
         value = continuous_integrand(flow, x, t, eps)
         if weighted:
             value = self.weight(flow, t) * value

@@ -7,8 +7,8 @@ from __future__ import annotations
 _NET = {"name": "mlp", "hidden": 256, "depth": 3}
 _TRAIN = {"steps": 4000, "batch_size": 256, "lr": 1e-3, "warmup": 100, "grad_clip": 1.0, "ema": 0.999}
 
-# The measured NDM recipe (docs/benchmarks/ndm.md): two 3x128 MLPs (reverse model and Fbar, 100k parameters),
-# 5,000 steps with EMA 0.999 gave W2/floor 0.83 on ring5 at 100 Heun steps in 8 minutes of one shared core.
+# The NDM recipe of the benchmark (docs/benchmarks/ndm.md, where its quality and time are measured): two 3x128
+# MLPs (reverse model and Fbar), 5,000 steps with EMA 0.999, sampled with 100 Heun steps.
 _NDM_NET = {"name": "mlp", "hidden": 128, "depth": 3}
 
 NDM = {

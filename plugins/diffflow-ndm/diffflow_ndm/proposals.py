@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError, did_you_mean
 from diffflow_core.tensors import draw_device
 
@@ -31,12 +32,9 @@ class Proposal:
         if kind not in PROPOSALS:
             raise ConfigError(f"proposal: unknown kind {kind!r}{did_you_mean(kind, PROPOSALS)}; "
                               f"expected one of {', '.join(PROPOSALS)}")
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-            raise ConfigError(f"proposal.bins: expected a positive integer, got {bins!r}")
-        if not 0 < floor <= 1:
-            raise ConfigError(f"proposal.floor: expected a number in (0, 1], got {floor!r}")
-        if not 0 <= decay < 1:
-            raise ConfigError(f"proposal.decay: expected a number in [0, 1), got {decay!r}")
+        bins = check.positive_int("proposal.bins", bins)
+        floor = check.in_range("proposal.floor", floor, 0, 1, low_open=True, high_open=False)
+        decay = check.in_range("proposal.decay", decay, 0, 1)
         self.kind, self.bins, self.floor, self.decay = kind, bins, floor, decay
         self.second_moment = torch.ones(bins, dtype=torch.float64)
 

@@ -10,9 +10,10 @@ One network, three parameterisations (see :mod:`diffflow_score.schedules` for th
   preconditioned denoiser applied to the VE-scaled input ``x / alpha = y + sigma eps``:
   ``eps_hat = (x / alpha - D(x / alpha; sigma)) / sigma`` (Karras et al.'s preconditioning for any schedule). A
   raw epsilon network needs ``|eps_hat error| << 1/sigma`` at high noise, since the denoiser error is
-  ``sigma`` times it (sigma reaches 150 for VP, 50 for VE); a short run on ring5 scored W2/floor 12 (VP) and 6 (VE)
-  that way. The objectives stay the epsilon MSEs. All three condition on ``c_noise = ln(sigma(t))/4``, a monotone
-  relabelling of DDPM's time input that keeps the embedding's range the same for every schedule.
+  ``sigma`` times it (sigma reaches 150 for VP, 50 for VE); a short run on ring5 sampled far worse that way
+  (measured in docs/benchmarks/score.md). The objectives stay the epsilon MSEs. All three condition on
+  ``c_noise = ln(sigma(t))/4``, a monotone relabelling of DDPM's time input that keeps the embedding's range the
+  same for every schedule.
 
 With ``precondition=False`` the network is called as ``net(x, t[, y])`` and returns the parameterisation's
 target directly (``D`` for EDM, ``eps_hat`` otherwise): this is how analytic denoisers are plugged in.
@@ -29,11 +30,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
+from diffflow_core.compose import NoiseLevel
 from diffflow_core.conditioning import ClassConditioned
 from diffflow_core.errors import ConfigError
-from diffflow_core.interfaces import Flow, SamplingContext, as_time, check_steps
+from diffflow_core.interfaces import Flow, SamplingContext, as_time, check_steps, resolve_grid, time_grid_over
 from diffflow_core.networks import build_network
 from diffflow_core.tensors import per_sample
+from diffflow_score.presets import GPM_SCORE_MLP
 from diffflow_score.schedules import SCHEDULES, Schedule
 
 __all__ = ["ScoreFlow", "MODES", "default_network"]
@@ -46,15 +50,14 @@ _SCHEDULE_PARAMS = {"edm": ("sigma_min", "sigma_max", "rho"), "vp": ("beta_min",
 def default_network(event_shape: tuple[int, ...]) -> dict[str, Any]:
     """The ``unet`` for image-shaped particles ``[C, H, W]`` when registered, else GPM's 4x512 Fourier MLP.
 
-    Images of at most 16x16 pixels get 16 base channels instead of 32: on 8x8 digits that U-Net (195k
-    parameters) reached a Fréchet distance of 1.8-1.97x the train-vs-test floor in 5,000 iterations at about
-    half the 32-channel U-Net's cost per step (0.68 vs 1.35 s measured side by side; docs/benchmarks/score.md).
+    Images of at most 16x16 pixels get 16 base channels instead of 32: on 8x8 digits that U-Net met the
+    Fréchet-distance target at a much lower cost per step than the 32-channel one (docs/benchmarks/score.md).
     """
     from diffflow_core.plugins import registry
 
     if len(event_shape) == 3 and "unet" in registry("networks"):
         return {"name": "unet", "channels": 16} if event_shape[1] * event_shape[2] <= 256 else {"name": "unet"}
-    return {"name": "mlp", "hidden": 512, "depth": 4, "embedding_dim": 128, "fourier_scale": 2.0}
+    return dict(GPM_SCORE_MLP)
 
 
 class ScoreFlow(ClassConditioned, Flow):
@@ -72,11 +75,10 @@ class ScoreFlow(ClassConditioned, Flow):
             raise ConfigError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
         if event_shape is None:
             raise ConfigError("event_shape: the score flow needs the particle shape (build it with data)")
-        if isinstance(sigma_data, bool) or not isinstance(sigma_data, (int, float)) or not sigma_data > 0:
-            raise ConfigError(f"sigma_data: expected a positive number, got {sigma_data!r}")
-        if conditional and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
-            raise ConfigError(f"num_classes: a conditional score flow needs a positive class count (labelled "
-                              f"data), got {num_classes!r}")
+        sigma_data = check.positive("sigma_data", sigma_data)
+        if conditional:
+            check.positive_int("num_classes", num_classes,
+                               expected="a positive class count (a conditional score flow needs labelled data)")
         given = {k: v for k, v in dict(sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, beta_min=beta_min,
                                        beta_max=beta_max, eps=eps).items() if v is not None}
         for key in given:
@@ -180,6 +182,11 @@ class ScoreFlow(ClassConditioned, Flow):
         """The probability-flow ODE drift whatever the mode: what ``log_prob`` integrates (SPEC §1.7)."""
         return self._drift(x, t, 0.5)
 
+    def noise_level(self) -> NoiseLevel:
+        """The schedule's path ``x_t = alpha(t) (y + sigma(t) eps)``, by which the drift algebra maps this flow's
+        time onto another flow's (:mod:`diffflow_core.compose`)."""
+        return NoiseLevel(self.schedule.alpha, self.schedule.sigma, self.schedule.time_of)
+
     def diffusion(self, t: Tensor) -> Tensor | float:
         """``g(t)`` of the reverse SDE in ``sde`` mode, else 0."""
         if self.mode == "ode":
@@ -190,11 +197,28 @@ class ScoreFlow(ClassConditioned, Flow):
     def is_stochastic(self) -> bool:
         return self.mode == "sde"
 
-    def time_grid(self, steps: int) -> Tensor:
+    def time_grid(self, steps: int, grid: str | dict[str, Any] | None = None) -> Tensor:
         """The schedule's grid (float64; solvers cast it to the particles' dtype) from the prior end
-        (sigma_max, or t = 1) to the data end (EDM: sigma = 0)."""
+        (sigma_max, or t = 1) to the data end (EDM: sigma = 0), or the registered ``grid`` between the same ends.
+
+        A noise-level grid (``exponential``, ``edm``, ``vp``, ...) is placed in sigma between the noise levels of
+        the two ends (with a final 0 when the schedule ends at sigma = 0, as EDM's) and mapped to the schedule's
+        time by ``Schedule.time_of``; a time grid (``uniform``, ``power``) spans the two end times directly.
+        """
         check_steps(steps)
-        return self.schedule.time_grid(steps)
+        if grid is None:
+            return self.schedule.time_grid(steps)
+        ends = self.schedule.time_grid(1)
+        _, function, params = resolve_grid(grid)
+        if getattr(function, "space", "time") != "sigma":
+            return time_grid_over(grid, steps, float(ends[0]), float(ends[-1]), self, dtype=torch.float64)
+        sigma_max = float(self.schedule.sigma(ends[0]))
+        sigma_min = self.schedule.sigma_min if self.singular_end else float(self.schedule.sigma(ends[-1]))
+        levels = function(steps, sigma_min=sigma_min, sigma_max=sigma_max, append_zero=self.singular_end,
+                          dtype=torch.float64, **params)
+        times = self.schedule.time_of(levels)
+        times[0], times[-1] = ends[0], ends[-1]
+        return times
 
     def prior(self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None) -> Tensor:
         """``N(0, prior_std^2 I)``: ``sigma_max`` for EDM and VE, 1 for VP."""

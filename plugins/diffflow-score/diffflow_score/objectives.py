@@ -19,23 +19,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Batch, Objective
-from diffflow_core.tensors import per_sample
+from diffflow_core.tensors import draw_noise, per_sample
 from diffflow_score.flow import ScoreFlow
 
 __all__ = ["EDMLoss", "VPLoss", "VELoss"]
-
-
-def _normal(shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor) -> Tensor:
-    device = generator.device if generator is not None else like.device
-    return torch.randn(shape, generator=generator, dtype=like.dtype, device=device).to(like.device)
-
-
-def _probability(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ConfigError(f"{name}: expected a probability in [0, 1), got {value!r}")
-    return float(value)
 
 
 class _DSM(Objective):
@@ -44,7 +34,7 @@ class _DSM(Objective):
     parameterisation = ""
 
     def __init__(self, label_dropout: float = 0.0, flow: Any = None) -> None:
-        self.label_dropout = _probability("label_dropout", label_dropout)
+        self.label_dropout = check.in_range("label_dropout", label_dropout, 0, 1, expected="a probability in [0, 1)")
         if flow is not None:
             self._check(flow)
 
@@ -63,8 +53,7 @@ class _DSM(Objective):
             raise ConfigError("data: a conditional score flow trains on labelled data, the batch has no labels")
         if not self.label_dropout:
             return batch.y
-        device = generator.device if generator is not None else batch.y.device
-        drop = torch.rand(len(batch), generator=generator, device=device).to(batch.y.device) < self.label_dropout
+        drop = draw_noise((len(batch),), generator, batch.x, "uniform") < self.label_dropout
         return torch.where(drop, flow.null_labels(len(batch), batch.y.device), batch.y)
 
 
@@ -74,18 +63,15 @@ class EDMLoss(_DSM):
     parameterisation = "edm"
 
     def __init__(self, p_mean: float = -1.2, p_std: float = 1.2, label_dropout: float = 0.0, flow: Any = None) -> None:
-        if isinstance(p_std, bool) or not isinstance(p_std, (int, float)) or p_std <= 0:
-            raise ConfigError(f"p_std: expected a positive number, got {p_std!r}")
-        if isinstance(p_mean, bool) or not isinstance(p_mean, (int, float)):
-            raise ConfigError(f"p_mean: expected a number, got {p_mean!r}")
+        p_std, p_mean = check.positive("p_std", p_std), check.finite("p_mean", p_mean)
         super().__init__(label_dropout, flow)
-        self.p_mean, self.p_std = float(p_mean), float(p_std)
+        self.p_mean, self.p_std = p_mean, p_std
 
     def loss(self, flow: ScoreFlow, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
         flow = self._check(flow)
         y = batch.x
-        sigma = torch.exp(self.p_mean + self.p_std * _normal((len(batch),), generator, y))
-        noise = _normal(tuple(y.shape), generator, y)
+        sigma = torch.exp(self.p_mean + self.p_std * draw_noise((len(batch),), generator, y))
+        noise = draw_noise(y.shape, generator, y)
         labels = self.labels(flow, batch, generator)
         s = per_sample(sigma, y)
         denoised = flow.denoise(y + s * noise, sigma, labels)
@@ -99,7 +85,7 @@ class _EpsilonLoss(_DSM):
         flow = self._check(flow)
         y = batch.x
         t = flow.schedule.train_times(len(batch), generator, y)
-        noise = _normal(tuple(y.shape), generator, y)
+        noise = draw_noise(y.shape, generator, y)
         labels = self.labels(flow, batch, generator)
         alpha, std = per_sample(flow.schedule.alpha(t), y), per_sample(flow.schedule.std(t), y)
         return (flow.epsilon(alpha * y + std * noise, t, labels) - noise).flatten(1).pow(2).mean(1).mean()

@@ -20,6 +20,19 @@ def register_objectives(register):
 def register_solvers(register):
     register("edm-churn", "diffflow_score.samplers:EDMChurn",
              "EDM's stochastic Heun sampler with churn (S_churn, S_tmin, S_tmax, S_noise) (SPEC §2.6)")
+    register("ddim", "diffflow_score.dpm:DDIM",
+             "Deterministic DDIM = DPM-Solver-1 on the PF-ODE; Euler in EDM's sigma (needs denoise + schedule)")
+    register("dpm-2", "diffflow_score.dpm:DPMSolver2", "DPM-Solver-2 (midpoint in log sigma), order 2, k-diffusion's dpm_2")
+    register("dpmpp-2m", "diffflow_score.dpm:DPMSolverPP2M", "DPM-Solver++(2M), multistep order 2, 1 NFE per step")
+    register("unipc", "diffflow_score.dpm:UniPC", "UniPC bh2 predictor-corrector, order (predictor order + 1), 1 NFE per step")
+    register("euler-ancestral", "diffflow_score.ancestral:EulerAncestral",
+             "Euler ancestral (k-diffusion's euler_ancestral): step to sigma_down, noise sigma_up; eta, 1 NFE/step")
+    register("heun-ancestral", "diffflow_score.ancestral:HeunAncestral",
+             "Heun ancestral: Heun step to sigma_down, noise sigma_up; eta, 2 NFE per step")
+    register("dpmpp-2m-sde", "diffflow_score.ancestral:DPMSolverPP2MSDE",
+             "DPM-Solver++(2M) SDE (k-diffusion's dpmpp_2m_sde, midpoint), eta, 1 NFE per step")
+    register("dpmpp-3m-sde", "diffflow_score.ancestral:DPMSolverPP3MSDE",
+             "DPM-Solver++(3M) SDE (k-diffusion's dpmpp_3m_sde), eta, 1 NFE per step")
     register("annealed-langevin", "diffflow_score.samplers:AnnealedLangevin",
              "NCSN annealed Langevin dynamics over the flow's sigma ladder (SPEC §2.2 eq 4)")
 

@@ -1,12 +1,16 @@
 """Presets (plain config dicts) of the score family; the network is chosen from the data's shape ("auto":
 a U-Net for images when one is registered, else GPM's 4x512 Fourier MLP)."""
 
+#: GPM's score network, a 4x512 MLP with 128 Fourier time features of scale 2: the ``"auto"`` network for
+#: particles that are not images, and the discriminator family's Score GAN and ``diffusion-gan`` score networks.
+GPM_SCORE_MLP = {"name": "mlp", "hidden": 512, "depth": 4, "embedding_dim": 128, "fourier_scale": 2.0}
+
 _TRAIN = {"steps": 10000, "batch_size": 128, "lr": 2e-4, "ema": 0.999, "warmup": 200}
 
 # Sampling range sigma in [0.02, 20] rather than EDM's image default [0.002, 80]: the rho-grid spends its steps
 # where sigma is large, and for data of scale ~1-3 (toys, [-1, 1] images) sigma > 20 only re-blurs an almost
-# Gaussian law. Measured on ring5 with the exact score, Heun at 17 NFE: 1.57 x floor for [0.002, 80], 0.91 for
-# [0.02, 20]; a learned 10k-iteration model: 1.70 -> 0.92 at 17 NFE and 0.87 -> 0.84 at 35 NFE (docs/benchmarks.md).
+# Gaussian law. On ring5 the narrower range samples better at a small NFE, with the exact score and with a learned
+# model alike (measured in docs/benchmarks.md, "Why the sampling range matters at 17 NFE").
 # Training is unaffected: dsm-edm draws sigma from LogNormal(-1.2, 1.2) whatever the sampling range.
 EDM = {
     "summary": "EDM: preconditioned denoiser (sigma_data 0.5), dsm-edm, deterministic Heun on the rho-grid",

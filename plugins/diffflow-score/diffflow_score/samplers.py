@@ -7,29 +7,17 @@ refused before any work.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Evaluator, Flow, Solver
-from diffflow_core.tensors import draw_device
+from diffflow_core.tensors import draw_noise
 from diffflow_solvers.solvers import Heun
 
 __all__ = ["EDMChurn", "AnnealedLangevin"]
-
-
-def _number(name: str, value: Any, low: float, *, strict: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value > low if strict else value >= low)
-    if not ok:
-        raise ConfigError(f"{name}: expected a number {'>' if strict else '>='} {low}, got {value!r}")
-    return float(value)
-
-
-def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, device=draw_device(generator, x.device),
-                       dtype=x.dtype).to(x.device)
 
 
 class EDMChurn(Heun):
@@ -46,10 +34,11 @@ class EDMChurn(Heun):
     def __init__(self, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf,
                  s_noise: float = 1.0) -> None:
         super().__init__()
-        self.s_churn = _number("s_churn", s_churn, 0.0)
-        self.s_tmin = _number("s_tmin", s_tmin, 0.0)
-        self.s_tmax = _number("s_tmax", s_tmax, self.s_tmin)
-        self.s_noise = _number("s_noise", s_noise, 0.0)
+        self.s_churn = check.non_negative("s_churn", s_churn)
+        self.s_tmin = check.non_negative("s_tmin", s_tmin)
+        # infinity is EDM's default upper end (churn at every noise level above s_tmin), the one infinite setting
+        self.s_tmax = math.inf if s_tmax == math.inf else check.number("s_tmax", s_tmax, self.s_tmin)
+        self.s_noise = check.non_negative("s_noise", s_noise)
 
     def check(self, flow: Flow) -> None:
         """Churn re-noises in sigma, so the flow's time must be sigma: a ``score`` flow with ``edm``."""
@@ -63,7 +52,7 @@ class EDMChurn(Heun):
         gamma = min(self.s_churn / steps, math.sqrt(2) - 1) if self.s_tmin <= float(t0) <= self.s_tmax else 0.0
         if gamma > 0:
             t_hat = t0 * (1 + gamma)
-            x = x + torch.sqrt(t_hat ** 2 - t0 ** 2) * self.s_noise * _noise(x, drift.generator)
+            x = x + torch.sqrt(t_hat ** 2 - t0 ** 2) * self.s_noise * draw_noise(x.shape, drift.generator, x)
             t0 = t_hat
         return super().step(drift, x, t0, t1)
 
@@ -83,10 +72,8 @@ class AnnealedLangevin(Solver):
 
     def __init__(self, langevin_steps: int = 10, step_ratio: float = 1.0, denoise_last: bool = True) -> None:
         super().__init__()
-        if isinstance(langevin_steps, bool) or not isinstance(langevin_steps, int) or langevin_steps < 1:
-            raise ConfigError(f"langevin_steps: expected a positive integer, got {langevin_steps!r}")
-        self.langevin_steps = langevin_steps
-        self.step_ratio = _number("step_ratio", step_ratio, 0.0, strict=True)
+        self.langevin_steps = check.positive_int("langevin_steps", langevin_steps)
+        self.step_ratio = check.positive("step_ratio", step_ratio)
         self.denoise_last = bool(denoise_last)
 
     def nfe(self, steps: int, flow: Flow) -> int:
@@ -97,7 +84,8 @@ class AnnealedLangevin(Solver):
         flow, context = drift.flow, drift.context
         a = self.step_ratio * flow.schedule.std(t1) ** 2
         for _ in range(self.langevin_steps):
-            x = x + 0.5 * a * drift.call(flow.score, x, t1, context=context) + torch.sqrt(a) * _noise(x, drift.generator)
+            x = (x + 0.5 * a * drift.call(flow.score, x, t1, context=context)
+                 + torch.sqrt(a) * draw_noise(x.shape, drift.generator, x))
         if drift.last and self.denoise_last:
             x = drift.call(flow.denoise, x, t1, context=context)
         return x

@@ -23,15 +23,16 @@ import math
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
+from diffflow_core.tensors import draw_noise
 
 __all__ = ["Schedule", "EDMSchedule", "VPSchedule", "VESchedule", "SCHEDULES"]
 
 
 def _check_range(name_min: str, low: float, name_max: str, high: float, floor: float = 0.0) -> None:
     for name, value in ((name_min, low), (name_max, high)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"{name}: expected a finite number, got {value!r}")
+        check.finite(name, value)
     if not floor < low < high:
         raise ConfigError(f"{name_min}/{name_max}: expected {floor} < {name_min} < {name_max}, got {low}, {high}")
 
@@ -53,6 +54,10 @@ class Schedule:
     def sigma(self, t: Tensor) -> Tensor:
         """The equivalent VE noise level ``std / alpha``."""
         return self.std(t) / self.alpha(t)
+
+    def time_of(self, sigma: Tensor) -> Tensor:
+        """The time whose :meth:`sigma` is ``sigma`` (drift algebra maps clocks through it, diffflow_core.compose)."""
+        raise NotImplementedError
 
     def f(self, t: Tensor) -> Tensor:
         return torch.zeros_like(t)
@@ -76,8 +81,7 @@ class EDMSchedule(Schedule):
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> None:
         _check_range("sigma_min", sigma_min, "sigma_max", sigma_max)
-        if isinstance(rho, bool) or not isinstance(rho, (int, float)) or rho <= 0:
-            raise ConfigError(f"rho: expected a positive number, got {rho!r}")
+        check.positive("rho", rho)
         self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)
         self.prior_std = self.sigma_max
 
@@ -86,6 +90,9 @@ class EDMSchedule(Schedule):
 
     def sigma(self, t: Tensor) -> Tensor:
         return t
+
+    def time_of(self, sigma: Tensor) -> Tensor:
+        return sigma
 
     def g2(self, t: Tensor) -> Tensor:
         return 2 * t
@@ -102,8 +109,7 @@ class VPSchedule(Schedule):
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, eps: float = 1e-3) -> None:
         _check_range("beta_min", beta_min, "beta_max", beta_max)
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
-            raise ConfigError(f"eps: expected the smallest time in (0, 1), got {eps!r}")
+        check.in_range("eps", eps, 0, 1, low_open=True, expected="the smallest time in (0, 1)")
         self.beta_min, self.beta_max, self.eps = float(beta_min), float(beta_max), float(eps)
 
     def beta(self, t: Tensor) -> Tensor:
@@ -122,6 +128,11 @@ class VPSchedule(Schedule):
     def sigma(self, t: Tensor) -> Tensor:
         return torch.sqrt(torch.expm1(self.integral(t)))
 
+    def time_of(self, sigma: Tensor) -> Tensor:
+        """Inverse of :meth:`sigma`: the root in t of ``B(t) = log(1 + sigma^2)``."""
+        slope = self.beta_max - self.beta_min
+        return (torch.sqrt(self.beta_min ** 2 + 2 * slope * torch.log1p(sigma ** 2)) - self.beta_min) / slope
+
     def f(self, t: Tensor) -> Tensor:
         return -0.5 * self.beta(t)
 
@@ -132,7 +143,7 @@ class VPSchedule(Schedule):
         return torch.linspace(1.0, self.eps, steps + 1, dtype=torch.float64)
 
     def train_times(self, n: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
-        return self.eps + (1 - self.eps) * _uniform(n, generator, like)
+        return self.eps + (1 - self.eps) * draw_noise((n,), generator, like, "uniform")
 
 
 class VESchedule(Schedule):
@@ -147,6 +158,9 @@ class VESchedule(Schedule):
     def std(self, t: Tensor) -> Tensor:
         return self.sigma_min * torch.exp(t * self.log_ratio)
 
+    def time_of(self, sigma: Tensor) -> Tensor:
+        return torch.log(sigma / self.sigma_min) / self.log_ratio
+
     def g2(self, t: Tensor) -> Tensor:
         return 2 * self.log_ratio * self.std(t) ** 2
 
@@ -154,12 +168,7 @@ class VESchedule(Schedule):
         return torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
 
     def train_times(self, n: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
-        return _uniform(n, generator, like)
-
-
-def _uniform(n: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
-    device = generator.device if generator is not None else like.device
-    return torch.rand(n, generator=generator, dtype=like.dtype, device=device).to(like.device)
+        return draw_noise((n,), generator, like, "uniform")
 
 
 SCHEDULES = {"edm": EDMSchedule, "vp": VPSchedule, "ve": VESchedule}

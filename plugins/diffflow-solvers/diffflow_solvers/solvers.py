@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from diffflow_core import Evaluator, Flow, Solver
-from diffflow_core.tensors import draw_device, per_sample
+from diffflow_core.tensors import draw_noise, per_sample
 
 __all__ = ["Euler", "Heun", "EulerMaruyama"]
 
@@ -59,8 +59,7 @@ class EulerMaruyama(Solver):
             return x
         if not isinstance(g, Tensor) and g == 0:
             return x
-        noise = torch.randn(x.shape, generator=drift.generator, device=draw_device(drift.generator, x.device),
-                            dtype=x.dtype).to(x.device)
+        noise = draw_noise(x.shape, drift.generator, x)
         g = torch.as_tensor(g, dtype=x.dtype, device=x.device)
         if g.ndim == 1 and g.shape[0] == x.shape[0]:
             g = per_sample(g, x)

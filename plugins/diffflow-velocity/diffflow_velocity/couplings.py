@@ -39,7 +39,6 @@ POT solve per step and no communication.
 """
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
@@ -48,8 +47,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
-from diffflow_velocity.sources import draw_device
+from diffflow_core.tensors import draw_device
 
 __all__ = ["COUPLINGS", "MinibatchCoupling", "make_coupling", "squared_cost", "transport_plan", "draw_pairs",
            "brownian_bridge"]
@@ -121,12 +121,6 @@ def brownian_bridge(xt: Tensor, velocity: Tensor, t: Tensor, sigma: float, noise
     return xt + sigma * root * noise, velocity + sigma * (1 - 2 * tt) / (2 * root) * noise
 
 
-def _positive(value: Any, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ConfigError(f"{field}: expected a positive number, got {value!r}")
-    return float(value)
-
-
 @attrs.frozen
 class MinibatchCoupling:
     """A non-independent coupling: the plan's regularisation (``None``: exact OT) and the SB path noise sigma
@@ -156,6 +150,6 @@ def make_coupling(coupling: Any = "independent", reg: Any = None, sigma: Any = N
     if coupling == "ot":
         return MinibatchCoupling("ot", None, None)
     if coupling == "sinkhorn":
-        return MinibatchCoupling("sinkhorn", _positive(DEFAULT_REG if reg is None else reg, "reg"), None)
-    sigma = _positive(DEFAULT_SIGMA if sigma is None else sigma, "sigma")
+        return MinibatchCoupling("sinkhorn", check.positive("reg", DEFAULT_REG if reg is None else reg), None)
+    sigma = check.positive("sigma", DEFAULT_SIGMA if sigma is None else sigma)
     return MinibatchCoupling("sb", 2 * sigma ** 2, sigma)

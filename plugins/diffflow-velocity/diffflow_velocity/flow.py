@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
+from diffflow_core.compose import NoiseLevel
 from diffflow_core.conditioning import ClassConditioned
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Flow, SamplingContext, as_time
@@ -42,9 +44,9 @@ class VelocityFlow(ClassConditioned, Flow):
             raise ConfigError("event_shape: the velocity flow needs the particle shape (build it with data)")
         if path not in PATHS:
             raise ConfigError(f"path: expected one of {', '.join(PATHS)}, got {path!r}")
-        if conditional and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
-            raise ConfigError(f"num_classes: a conditional velocity flow needs a positive class count "
-                              f"(labelled data), got {num_classes!r}")
+        if conditional:
+            check.positive_int("num_classes", num_classes,
+                               expected="a positive class count (a conditional velocity flow needs labelled data)")
         self.event_shape = tuple(event_shape)
         self.path = path
         self.conditional = bool(conditional)
@@ -88,6 +90,17 @@ class VelocityFlow(ClassConditioned, Flow):
         if self.path == "linear":
             return (1 - tt) * x1 + tt * x2, x2 - x1
         return x2 + (1 - tt) * x1, -x1
+
+    def noise_level(self) -> NoiseLevel | None:
+        """The path as a Gaussian noise path ``x_t = alpha(t) (y + sigma(t) eps)`` (:mod:`diffflow_core.compose`),
+        for a Gaussian source of std ``s``: ``linear`` has ``alpha = t``, ``sigma = s (1 - t) / t``; ``ve`` has
+        ``alpha = 1``, ``sigma = s (1 - t)``. None for a dataset source (no noise level)."""
+        if not isinstance(self.source, GaussianSource):
+            return None
+        std = self.source.std
+        if self.path == "linear":
+            return NoiseLevel(lambda t: t, lambda t: std * (1 - t) / t, lambda sigma: std / (std + sigma))
+        return NoiseLevel(torch.ones_like, lambda t: std * (1 - t), lambda sigma: 1 - sigma / std)
 
     def prior(self, n: int, generator: torch.Generator | None = None,
               device: torch.device | str | None = None) -> Tensor:

@@ -14,12 +14,12 @@ import attrs
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Batch, Objective, SamplingContext
-from diffflow_core.tensors import per_sample
+from diffflow_core.tensors import draw_device, draw_noise, per_sample
 from diffflow_velocity.couplings import MinibatchCoupling, brownian_bridge, make_coupling
 from diffflow_velocity.flow import VelocityFlow
-from diffflow_velocity.sources import draw_device
 
 __all__ = ["PathSample", "Coupling", "FlowMatching", "PathConstrained", "WEIGHTS"]
 
@@ -46,11 +46,6 @@ class Coupling:
     y: Tensor | None
 
 
-def _uniform(n: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
-    draw = torch.rand(n, generator=generator, dtype=like.dtype, device=draw_device(generator, like.device))
-    return draw.to(like.device)
-
-
 def _sq_norm(x: Tensor) -> Tensor:
     """Per-sample mean of squares over the event dimensions, ``||x||^2 / D``."""
     return x.flatten(1).pow(2).mean(1)
@@ -62,11 +57,9 @@ class _PathObjective(Objective):
     def __init__(self, label_dropout: float = 0.0, t_min: float = 0.0, flow: Any = None) -> None:
         if flow is not None and not isinstance(flow, VelocityFlow):
             raise ConfigError(f"flow: the velocity objectives need a 'velocity' flow, got {type(flow).__name__}")
-        if isinstance(label_dropout, bool) or not isinstance(label_dropout, (int, float)) or not 0 <= label_dropout < 1:
-            raise ConfigError(f"label_dropout: expected a probability in [0, 1), got {label_dropout!r}")
-        if isinstance(t_min, bool) or not isinstance(t_min, (int, float)) or not 0 <= t_min < 1:
-            raise ConfigError(f"t_min: expected a number in [0, 1), got {t_min!r}")
-        self.label_dropout, self.t_min, self.t_max = float(label_dropout), float(t_min), 1.0
+        self.label_dropout = check.in_range("label_dropout", label_dropout, 0, 1,
+                                            expected="a probability in [0, 1)")
+        self.t_min, self.t_max = check.in_range("t_min", t_min, 0, 1), 1.0
         self.coupling: Coupling | None = None
         self.pairing: MinibatchCoupling | None = None  # how fresh draws are paired (None: independently)
 
@@ -93,17 +86,15 @@ class _PathObjective(Objective):
         if flow.conditional:
             if y is None:
                 raise ConfigError("data: a conditional velocity flow trains on labelled data (batch has no labels)")
-            drop = _uniform(n, generator, like) < self.label_dropout
+            drop = draw_noise((n,), generator, like, "uniform") < self.label_dropout
             y = torch.where(drop, flow.null_labels(n, like.device), y)
         else:
             y = None
         if t is None:
-            t = self.t_min + (self.t_max - self.t_min) * _uniform(n, generator, like)
+            t = self.t_min + (self.t_max - self.t_min) * draw_noise((n,), generator, like, "uniform")
         xt, target = flow.interpolate(x1, x2, t)
         if self.pairing is not None and self.pairing.sigma is not None:
-            noise = torch.randn(xt.shape, generator=generator, dtype=xt.dtype,
-                                device=draw_device(generator, xt.device)).to(xt.device)
-            xt, target = brownian_bridge(xt, target, t, self.pairing.sigma, noise)
+            xt, target = brownian_bridge(xt, target, t, self.pairing.sigma, draw_noise(xt.shape, generator, xt))
         return PathSample(x1, x2, t, xt, target, y)
 
     def _check_path(self, flow: VelocityFlow | None) -> None:
@@ -128,8 +119,7 @@ class _PathObjective(Objective):
         """
         from diffflow_core.model import make_generator
 
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(f"n: expected a positive number of reflow pairs, got {n!r}")
+        n = check.positive_int("n", n, expected="a positive number of reflow pairs")
         flow = model.flow
         generator = make_generator(seed, model.device)
         x1 = flow.prior(n, generator=generator, device=model.device)
@@ -164,9 +154,10 @@ class FlowMatching(_PathObjective):
         bridge = pairing is not None and pairing.sigma is not None
         if t_min is None:
             t_min = 1e-3 if bridge else 0.0
-        if bridge and (isinstance(t_min, bool) or not isinstance(t_min, (int, float)) or not 0 < t_min < 0.5):
-            raise ConfigError(f"t_min: the bridge target (eq 21) is singular at t = 0 and 1, so coupling='sb' "
-                              f"draws t from [t_min, 1 - t_min]; expected 0 < t_min < 0.5, got {t_min!r}")
+        if bridge:
+            check.in_range("t_min", t_min, 0, 0.5, low_open=True,
+                           expected="0 < t_min < 0.5 (the bridge target of eq 21 is singular at t = 0 and 1, so "
+                                    "coupling='sb' draws t from [t_min, 1 - t_min])")
         super().__init__(label_dropout, t_min, flow)
         self.pairing = pairing
         if bridge:
@@ -197,10 +188,8 @@ class PathConstrained(_PathObjective):
                  t_min: float = 1e-3, flow: Any = None) -> None:
         if weight not in WEIGHTS:
             raise ConfigError(f"weight: expected one of {', '.join(WEIGHTS)}, got {weight!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ConfigError(f"steps: expected a positive integer number of Euler steps, got {steps!r}")
-        if isinstance(horizon, bool) or not isinstance(horizon, (int, float)) or not 0 < horizon <= 1:
-            raise ConfigError(f"horizon: expected a number in (0, 1], got {horizon!r}")
+        steps = check.positive_int("steps", steps, expected="a positive integer number of Euler steps")
+        horizon = check.in_range("horizon", horizon, 0, 1, low_open=True, high_open=False)
         if not t_min > 0:
             raise ConfigError(f"t_min: lambda(t) may be singular at t = 0; expected t_min > 0, got {t_min!r}")
         super().__init__(label_dropout, t_min, flow)

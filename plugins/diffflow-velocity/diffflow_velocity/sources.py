@@ -11,15 +11,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.data import Dataset, load_dataset
 from diffflow_core.errors import ConfigError
+from diffflow_core.tensors import draw_device, draw_noise
 
-__all__ = ["Source", "GaussianSource", "DatasetSource", "make_source", "draw_device"]
-
-
-def draw_device(generator: torch.Generator | None, fallback: torch.device | str) -> torch.device | str:
-    """Where a draw with ``generator`` must happen (its own device); results are moved afterwards."""
-    return generator.device if generator is not None else fallback
+__all__ = ["Source", "GaussianSource", "DatasetSource", "make_source"]
 
 
 class Source:
@@ -40,14 +37,10 @@ class GaussianSource(Source):
     """``N(0, std^2 I)``: noise for generation; ``std`` is sigma_max on the VE path (SPEC §4.1)."""
 
     def __init__(self, event_shape: tuple[int, ...], std: float = 1.0) -> None:
-        if isinstance(std, bool) or not isinstance(std, (int, float)) or not std > 0:
-            raise ConfigError(f"source.std: expected a positive number, got {std!r}")
-        self.event_shape, self.std = tuple(event_shape), float(std)
+        self.event_shape, self.std = tuple(event_shape), check.positive("source.std", std)
 
     def sample(self, n, generator=None, device="cpu", dtype=torch.float32):
-        noise = torch.randn((n, *self.event_shape), generator=generator, dtype=dtype,
-                            device=draw_device(generator, device))
-        return self.std * noise.to(device)
+        return self.std * draw_noise((n, *self.event_shape), generator, torch.empty(0, device=device, dtype=dtype))
 
     def log_prob(self, x: Tensor) -> Tensor:
         d = math.prod(self.event_shape)
@@ -63,8 +56,8 @@ class DatasetSource(Source):
         if label is not None:
             if dataset.train_labels is None:
                 raise ConfigError(f"source.label: dataset '{dataset.name}' has no labels, got label={label!r}")
-            if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < dataset.num_classes:
-                raise ConfigError(f"source.label: expected a class index in [0, {dataset.num_classes}), got {label!r}")
+            label = check.integer("source.label", label, 0, dataset.num_classes - 1,
+                                  expected=f"a class index in [0, {dataset.num_classes})")
             rows = rows[dataset.train_labels == label]
         self.dataset, self.label, self.rows = dataset, label, rows
         self.event_shape = tuple(rows.shape[1:])

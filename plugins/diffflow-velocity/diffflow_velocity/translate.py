@@ -16,13 +16,13 @@ unconditional (null-label) field, or another velocity flow that shares the same 
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import attrs
 import torch
 from torch import Tensor
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Flow, Solver, check_steps
 from diffflow_velocity.flow import VelocityFlow
@@ -74,8 +74,7 @@ def _end(flow: VelocityFlow | None, end: Any, name: str, guidance: float) -> _En
     if end is not None:
         if not flow.conditional:
             raise ConfigError(f"{name}: labels need a conditional velocity flow, got label {end!r}")
-        if isinstance(end, bool) or not isinstance(end, int) or not 0 <= end < flow.num_classes:
-            raise ConfigError(f"{name}: expected a class index in [0, {flow.num_classes}), got {end!r}")
+        end = check.integer(name, end, 0, flow.num_classes - 1, expected=f"a class index in [0, {flow.num_classes})")
     return _EndField(flow, end, guidance)
 
 
@@ -96,9 +95,8 @@ def translate(x: Tensor, source: Any, target: Any, *, flow: Any = None, steps: i
     if method not in METHODS:
         raise ConfigError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
     check_steps(steps)
-    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
-        raise ConfigError(f"guidance: expected a finite number, got {guidance!r}")
-    src, dst = _end(flow, source, "source", float(guidance)), _end(flow, target, "target", float(guidance))
+    guidance = check.finite("guidance", guidance)
+    src, dst = _end(flow, source, "source", guidance), _end(flow, target, "target", guidance)
     solver = registry("solvers").create(solver) if isinstance(solver, str) else solver
     times = torch.linspace(0.0, 1.0, steps + 1, dtype=x.dtype, device=x.device)
     if method == "difference":
