@@ -29,25 +29,13 @@ from pathlib import Path
 
 import torch
 
-from diffflow_core import Flow, registry
+from diffflow_core import registry
 from diffflow_core.commands.bench import output_dir
 from diffflow_core.likelihood import log_prob
-from diffflow_core.testing import Problem, decay_problem, fitted_order
+from diffflow_core.testing import decay_problem, fitted_order, rotation_problem
 from diffflow_score.testing import exact_flow, gaussian_denoiser
 
 F64 = torch.float64
-
-
-class Rotation(Flow):
-    def drift(self, x, t):
-        return torch.stack([-x[:, 1], x[:, 0]], dim=1)
-
-
-def rotation_problem(t_end: float = 20.0) -> Problem:
-    x0 = torch.tensor([[1.0, 0.0], [0.3, -2.0]], dtype=F64)
-    c, s = math.cos(t_end), math.sin(t_end)
-    exact = torch.stack([x0[:, 0] * c - x0[:, 1] * s, x0[:, 0] * s + x0[:, 1] * c], dim=1)
-    return Problem(Rotation(), x0, lambda n: torch.linspace(0.0, t_end, n + 1, dtype=F64), exact)
 
 
 def orders() -> list[dict]:

@@ -16,6 +16,7 @@ Problems run in float64 so round-off stays far below the discretisation error.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Callable, Iterator, Sequence
 
 import attrs
@@ -27,7 +28,7 @@ from diffflow_core import plugins
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Flow, SamplingContext, Solution, Solver
 
-__all__ = ["fresh_plugins", "Problem", "Decay", "decay_problem", "fitted_slope", "fitted_order", "check_flow",
+__all__ = ["fresh_plugins", "Problem", "Decay", "decay_problem", "Rotation", "rotation_problem", "fitted_slope", "fitted_order", "check_flow",
            "check_solver"]
 
 
@@ -64,6 +65,22 @@ def decay_problem(t_end: float = 1.0) -> Problem:
         return torch.linspace(0.0, t_end, steps + 1, dtype=torch.float64)
 
     return Problem(Decay(), x0, grid, x0 * torch.exp(torch.tensor(-t_end, dtype=torch.float64)))
+
+
+class Rotation(Flow):
+    """``dx/dt = A x`` with ``A = [[0, -1], [1, 0]]``: ``x(t)`` turns at unit speed and keeps its length, so a
+    long solve accumulates error instead of damping it (unlike :class:`Decay`)."""
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+        return torch.stack([-x[:, 1], x[:, 0]], dim=1)
+
+
+def rotation_problem(t_end: float = 20.0) -> Problem:
+    """:class:`Rotation` from two points to ``t_end`` (about three turns by default) on a uniform grid."""
+    x0 = torch.tensor([[1.0, 0.0], [0.3, -2.0]], dtype=torch.float64)
+    c, s = math.cos(t_end), math.sin(t_end)
+    exact = torch.stack([x0[:, 0] * c - x0[:, 1] * s, x0[:, 0] * s + x0[:, 1] * c], dim=1)
+    return Problem(Rotation(), x0, lambda n: torch.linspace(0.0, t_end, n + 1, dtype=torch.float64), exact)
 
 
 def fitted_slope(xs: Sequence[float], ys: Sequence[float]) -> float:

@@ -15,27 +15,12 @@ from torch import Tensor
 
 from diffflow_core import ConfigError, Flow, SamplingContext, build, registry
 from diffflow_core.commands.run import steps_for_nfe
-from diffflow_core.testing import Problem, check_solver, decay_problem, fitted_order, fitted_slope
+from diffflow_core.testing import Problem, Rotation, check_solver, decay_problem, fitted_order, fitted_slope, rotation_problem
 from diffflow_solvers.adaptive import Bosh3, Dopri5
 from diffflow_solvers.testing import edm_gaussian_problem
 
 F64 = torch.float64
 ORDERS = {"dopri5": 5, "bosh3": 3}
-
-
-class Rotation(Flow):
-    """``dx/dt = A x`` with ``A = [[0, -1], [1, 0]]``: ``x(t)`` turns at unit speed and keeps its length, so a
-    long solve accumulates error instead of damping it (unlike the decay)."""
-
-    def drift(self, x: Tensor, t: Tensor) -> Tensor:
-        return torch.stack([-x[:, 1], x[:, 0]], dim=1)
-
-
-def rotation_problem(t_end: float = 20.0) -> Problem:
-    x0 = torch.tensor([[1.0, 0.0], [0.3, -2.0]], dtype=F64)
-    c, s = math.cos(t_end), math.sin(t_end)
-    exact = torch.stack([x0[:, 0] * c - x0[:, 1] * s, x0[:, 0] * s + x0[:, 1] * c], dim=1)
-    return Problem(Rotation(), x0, lambda n: torch.linspace(0.0, t_end, n + 1, dtype=F64), exact)
 
 
 class Counting(Flow):
