@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from diffflow_core import validation as check
+from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Evaluator, Flow, Solver
 
 __all__ = ["DDIM", "DPMSolver2", "DPMSolverPP2M", "UniPC"]
@@ -32,6 +33,18 @@ class _DataPrediction(Solver):
     """What the four share: the flow's requirements and the move between ``x`` and ``y = x / alpha``."""
 
     requires = ("denoise", "schedule")
+    #: what the updates call on ``flow.schedule``: the score flow's ``x_t = alpha(t) (y + sigma(t) eps)``
+    SCHEDULE = ("alpha", "sigma", "time_of")
+
+    def check(self, flow) -> None:
+        """Also refuse a flow whose ``schedule`` is not a score-type noise schedule (an NDM flow has a
+        ``schedule`` of another kind), before any work."""
+        super().check(flow)
+        missing = [m for m in self.SCHEDULE if not callable(getattr(flow.schedule, m, None))]
+        if missing:
+            raise ConfigError(f"solver {type(self).__name__}: needs a noise schedule with {', '.join(self.SCHEDULE)} "
+                              f"(the score flow's); flow {type(flow).__name__}'s {type(flow.schedule).__name__} has "
+                              f"no {', '.join(missing)}")
 
     @staticmethod
     def _denoised(drift: Evaluator, y: Tensor, t: Tensor) -> Tensor:

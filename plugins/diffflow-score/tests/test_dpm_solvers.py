@@ -78,3 +78,14 @@ def test_a_flow_without_a_data_prediction_or_an_sde_is_refused_before_work(name)
 def test_unipc_refuses_an_order_outside_one_to_three(order):
     with pytest.raises(ConfigError, match="^order: expected"):
         registry("solvers").create("unipc", order=order)
+
+
+@pytest.mark.parametrize("name", ["ddim", "dpm-2", "dpmpp-2m", "unipc", "euler-ancestral", "dpmpp-3m-sde"])
+def test_a_flow_with_another_kind_of_schedule_is_refused_before_work(name):
+    """An NDM flow has ``denoise`` and a ``schedule``, but not the score flow's alpha/sigma/time_of."""
+    from diffflow_core import build, registry
+    from diffflow_core.errors import ConfigError
+
+    model = build(preset="ndm")
+    with pytest.raises(ConfigError, match=r"needs a noise schedule with alpha, sigma, time_of"):
+        registry("solvers").create(name).check(model.flow)
