@@ -6,7 +6,9 @@ import argparse
 import errno
 import importlib
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from diffflow_core.errors import DiffflowError, interface
@@ -40,15 +42,20 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command. A user's mistake (a bad flag, field, file or value), a diverging run and a failing disk
-    end in one line ``diffflow: error: ...`` and exit code 2, never a traceback; Ctrl-C exits 130 and names
-    the checkpoint to resume from."""
+    end in one line ``diffflow: error: ...`` and exit code 2, never a traceback; Ctrl-C exits 130 and SIGTERM 143,
+    both releasing the run folder and naming the checkpoint to resume from."""
     args = parser().parse_args(argv)
     if not getattr(args, "func", None):
         parser().print_help()
         return 0
+    in_main_thread = threading.current_thread() is threading.main_thread()  # only it may set signal handlers
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         with interface("cli"):
             return int(args.func(args) or 0)
+    except Terminated:
+        print(f"diffflow: terminated{_resume_hint(args)}", file=sys.stderr)
+        return 143
     except (DiffflowError, FloatingPointError) as exc:
         return _fail(str(exc))
     except BrokenPipeError:  # the reader went away (`diffflow list | head`): not an error of ours
@@ -59,11 +66,27 @@ def main(argv: list[str] | None = None) -> int:
         reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
         return _fail(what + reason)
     except KeyboardInterrupt:
-        checkpoint = Path(getattr(args, "out", None) or "", "checkpoint.pt")
-        resume = (f"; the last checkpoint is {checkpoint} (continue with 'diffflow train --resume --out "
-                  f"{checkpoint.parent}')") if getattr(args, "out", None) and checkpoint.is_file() else ""
-        print(f"diffflow: interrupted{resume}", file=sys.stderr)
+        print(f"diffflow: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM during a command: unwinds like Ctrl-C, so a run folder's lock and temporary files are released."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
+def _resume_hint(args) -> str:
+    """'; the last checkpoint is ...' when the command's run folder holds one, else ''."""
+    checkpoint = Path(getattr(args, "out", None) or "", "checkpoint.pt")
+    if not getattr(args, "out", None) or not checkpoint.is_file():
+        return ""
+    return f"; the last checkpoint is {checkpoint} (continue with 'diffflow train --resume --out {checkpoint.parent}')"
 
 
 def _fail(message: str) -> int:

@@ -231,3 +231,23 @@ def test_sample_command_writes_a_picture(vp_run, tmp_path):
     assert main(["sample", "--checkpoint", str(vp_run / "checkpoint.pt"), "--n", "20", "--nfe", "4",
                  "--out", str(out)]) == 0
     assert np.load(out).shape == (20, 2) and out.with_suffix(".png").is_file()
+
+
+def test_sigterm_exits_143_releasing_the_run_folder(tmp_path):
+    """A terminated run unwinds like Ctrl-C: the lock is released and the checkpoint named (no stale lock)."""
+    out = tmp_path / "r"
+    script = ("import os, signal, sys\n"
+              "from diffflow_core.cli import main\n"
+              "import diffflow_core.training.trainer as t\n"
+              "save = t.Trainer._checkpoint\n"
+              "def terminate(self, *a, **k):\n"
+              "    save(self, *a, **k)\n"
+              "    os.kill(os.getpid(), signal.SIGTERM)\n"
+              "t.Trainer._checkpoint = terminate\n"
+              f"sys.exit(main(['train', '--preset', 'rectified-flow', '--steps', '50', '--set', "
+              f"'train.progress=false', '--set', 'train.checkpoint_every=10', '--out', {str(out)!r}]))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 143, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        f"diffflow: terminated; the last checkpoint is {out / 'checkpoint.pt'}")
+    assert not (out / ".lock").exists() and not list(out.glob("*.tmp"))
