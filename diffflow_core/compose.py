@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import jvp
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Flow, SamplingContext, as_time
 from diffflow_core.tensors import per_sample
@@ -118,10 +119,13 @@ class Weight:
 
     @classmethod
     def parse(cls, field: str, value: Any, t0: float, t1: float) -> "Weight":
-        if _is_number(value):
+        def _finite(v: Any) -> bool:
+            return check.is_number(v) and math.isfinite(v)
+
+        if _finite(value):
             return cls(float(value), float(value), t0, t1)
         if isinstance(value, Mapping) and value.get("kind") == "linear" and set(value) == {"kind", "start", "end"} \
-                and _is_number(value["start"]) and _is_number(value["end"]):
+                and _finite(value["start"]) and _finite(value["end"]):
             return cls(float(value["start"]), float(value["end"]), t0, t1)
         raise ConfigError(f"{field}: expected a finite number or {{kind = \"linear\", start = a, end = b}}, "
                           f"got {value!r}")
@@ -132,9 +136,6 @@ class Weight:
         u = (s - self.t0) / (self.t1 - self.t0)
         return self.start + (self.end - self.start) * u
 
-
-def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 class ComposedFlow(Flow):

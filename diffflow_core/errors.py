@@ -66,3 +66,12 @@ def missing_data(why: str) -> ConfigError:
     return ConfigError(f"data: {why}, but no data was given; "
                        + speak("pass data= to build() (a dataset name, a .npy path, an array or a Dataset)",
                                "pass --data NAME or --data FILE.npy"))
+
+
+def format_bytes(count: float) -> str:
+    """A byte count for a message: ``"745.1 GiB"``, ``"3.2 MiB"``, ``"12 bytes"``."""
+    for unit, scale in (("EiB", 2 ** 60), ("PiB", 2 ** 50), ("TiB", 2 ** 40), ("GiB", 2 ** 30), ("MiB", 2 ** 20),
+                        ("KiB", 2 ** 10)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{int(count)} bytes"

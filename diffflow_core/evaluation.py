@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 __all__ = ["evaluate", "draw", "draw_samples", "write_samples"]
@@ -28,18 +29,18 @@ def evaluate(model, steps: int, n: int, seed: int, progress: bool = True,
     where the model's samples have that likelihood (free particles under a non-interacting flow with a
     PF-ODE: not a generator, a Stein kernel, a KDE or an MMD flow).
     """
-    def draw_samples(s: int, record: bool = False):
+    def sample_seed(s: int, record: bool = False):
         label = f"sample (seed {s})" if progress else None
         return model.sample(n, steps, seed=s, record=record, progress=label, **options)
 
     start = time.perf_counter()
-    samples = draw_samples(seed, record=True)
+    samples = sample_seed(seed, record=True)
     metrics: dict[str, Any] = {"n": n, "solver_steps": steps, "nfe": samples.nfe,
                                "sample_seconds": round(time.perf_counter() - start, 3), **options}
     data, shape = model.data, tuple(samples.x.shape[1:])
     metrics["data"] = data.describe()
     start = time.perf_counter()
-    more = [draw_samples(seed + i).x for i in (1, 2)] if len(shape) == 1 else []  # images: one draw is costly
+    more = [sample_seed(seed + i).x for i in (1, 2)] if len(shape) == 1 else []  # images: one draw is costly
     metrics.update(_distances(data, samples.x, more))
     metrics["distances_seconds"] = round(time.perf_counter() - start, 3)
     if getattr(data, "name", "") == "digits":
@@ -125,7 +126,10 @@ def _images(x: Tensor) -> Tensor | None:
 
 def _value_range(model, x: Tensor) -> tuple[float, float]:
     """The grey scale of image grids: the data's range in model space (the samples' without data)."""
-    reference = model.data.train if model.data is not None else x
+    if model.data is None:
+        return float(x.min()), float(x.max())
+    rows = model.data.train_rows  # at most a few thousand rows: image sets convert rows only when indexed
+    reference = rows[torch.arange(min(rows.shape[0], 4096))]
     return float(reference.min()), float(reference.max())
 
 

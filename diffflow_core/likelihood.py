@@ -143,19 +143,14 @@ def log_prob(model_or_flow: Any, x: Tensor, *, steps: int = 256, solver: str | S
     if solver.adaptive:  # the controller picks the steps: no interior grid point to pass through
         times = times[[0, -1]]
     state = torch.cat([x.detach().flatten(1), x.new_zeros(x.shape[0], 1)], dim=1)
-    from diffflow_core.progress import progress_bar, step_callback
+    from diffflow_core.progress import solve_progress
 
-    bar = progress_bar(times.numel() - 1, "likelihood", enabled=progress)
     try:
-        with torch.no_grad():
-            solution = solver.solve(_Augmented(flow, tuple(x.shape[1:]), eps), state, times,
-                                    callback=step_callback(bar))
+        with solve_progress(times.numel() - 1, "likelihood" if progress else None) as on_step, torch.no_grad():
+            solution = solver.solve(_Augmented(flow, tuple(x.shape[1:]), eps), state, times, callback=on_step)
     except FloatingPointError as exc:
         raise FloatingPointError(f"likelihood solve (probability-flow ODE from the data to the prior): {exc}") \
             from None
-    finally:
-        if bar is not None:
-            bar.close()
     z = solution.x[:, :-1].reshape(x.shape)
     nats = flow.prior_log_prob(z) + solution.x[:, -1]
     if dequantize is not None:

@@ -1,6 +1,7 @@
 """A built model: the four parts plus data, training and sampling in one object."""
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import os
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 from diffflow_core.config import ComponentSpec, ModelConfig, load_config
 from diffflow_core import validation as check
 from diffflow_core.data import Dataset, load_dataset
-from diffflow_core.errors import ConfigError
+from diffflow_core.errors import ConfigError, format_bytes
 from diffflow_core.interfaces import (Flow, Objective, SamplingContext, Smoother, Solver, StepInfo, check_steps)
 
 __all__ = ["Model", "Samples", "build", "build_component", "make_generator"]
@@ -158,19 +159,14 @@ class Model(nn.Module):
             raise ConfigError("steps: sampling needs an explicit number of solver steps")
         steps = check_steps(steps)
         solver = self._solver(solver)
-        solver.check(self.flow)
-        context = SamplingContext(generator, self.flow.check_sampling_options(flow_options))
         times = self.times(steps, grid).to(self.device)
-        from diffflow_core.progress import progress_bar, step_callback
+        from diffflow_core.progress import solve_progress
 
-        bar = progress_bar(steps, progress, enabled=progress is not None)
         x0 = self.flow.prior(n, generator=generator, device=self.device)
-        try:
-            solution = solver.solve(self.flow, x0, times, smoother=self.smoother, context=context,
-                                    callback=step_callback(bar, callback), record=record)
-        finally:
-            if bar is not None:
-                bar.close()
+        with solve_progress(steps, progress, callback) as on_step:  # solve checks the flow and the options
+            solution = solver.solve(self.flow, x0, times, smoother=self.smoother,
+                                    context=SamplingContext(generator, flow_options), callback=on_step,
+                                    record=record)
         return Samples(solution.x, solution.nfe, solution.trajectory, solution.times)
 
     def times(self, steps: int, grid: str | dict[str, Any] | None = None) -> Tensor:
@@ -193,9 +189,9 @@ class Model(nn.Module):
         have, where = _device_memory(self.device)
         if have and need > have:
             recorded = f" and a recorded trajectory of {steps + 1} time points" if record and steps else ""
-            raise ConfigError(f"n={n}, steps={steps}: {n} samples of shape {shape} need at least {_bytes(need)} "
+            raise ConfigError(f"n={n}, steps={steps}: {n} samples of shape {shape} need at least {format_bytes(need)} "
                               f"of memory ({_SOLVER_COPIES} working copies of the particles{recorded}), more than "
-                              f"the {_bytes(have)} of {where}; expected fewer samples (--n) or solver steps (--nfe)")
+                              f"the {format_bytes(have)} of {where}; expected fewer samples (--n) or solver steps (--nfe)")
 
     def _solver(self, solver: str | Solver | None) -> Solver:
         if solver is None:
@@ -273,6 +269,7 @@ def build(config: str | os.PathLike | dict[str, Any] | ModelConfig | None = None
 _SOLVER_COPIES = 4
 
 
+@functools.lru_cache(maxsize=None)
 def _device_memory(device: torch.device) -> tuple[int, str]:
     """Total memory of ``device`` in bytes and its name (0 when unknown)."""
     if device.type == "cuda":
@@ -284,11 +281,3 @@ def _device_memory(device: torch.device) -> tuple[int, str]:
         return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")), "RAM on this machine"
     except (ValueError, OSError, AttributeError):
         return 0, "RAM"
-
-
-def _bytes(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
-        if count < 1024 or unit == "EiB":
-            return f"{count:.3g} {unit}"
-        count /= 1024
-    return f"{count:.3g} EiB"

@@ -4,9 +4,10 @@ Bars go to stderr, so machine-readable output on stdout (``--json``, metrics) st
 """
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, Iterator
 
-__all__ = ["progress_bar", "step_callback"]
+__all__ = ["progress_bar", "solve_progress"]
 
 
 def progress_bar(total: int, label: str, enabled: bool = True, initial: int = 0):
@@ -18,14 +19,21 @@ def progress_bar(total: int, label: str, enabled: bool = True, initial: int = 0)
     return tqdm(total=total, initial=initial, desc=label, leave=False, dynamic_ncols=True, mininterval=0.5)
 
 
-def step_callback(bar, callback: Callable | None = None) -> Callable | None:
-    """A solver callback that advances ``bar`` by one step and then calls ``callback``."""
+@contextlib.contextmanager
+def solve_progress(total: int, label: str | None, callback: Callable | None = None) -> Iterator[Callable | None]:
+    """A solver callback that advances a bar of ``total`` steps named ``label`` (no bar when ``label`` is None)
+    and then calls ``callback``; the bar is closed when the block ends, also on an error."""
+    bar = progress_bar(total, label, enabled=label is not None)
     if bar is None:
-        return callback
+        yield callback
+        return
 
     def advance(info) -> None:
         bar.update(1)
         if callback is not None:
             callback(info)
 
-    return advance
+    try:
+        yield advance
+    finally:
+        bar.close()

@@ -9,7 +9,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-import pytest
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_throughput.py"
 
@@ -31,7 +30,6 @@ def test_quick_run_on_the_cpu_measures_every_case(tmp_path, capsys):
     for row in eager + [result["engine"]] + result["flows"]:
         assert "error" not in row, row
         assert row["steps_per_s"] > 0
-    assert all(r["images_per_s"] == pytest.approx(r["steps_per_s"] * r["batch"]) for r in eager)
     assert {(r["flow"], r["particles"]) for r in result["flows"]} == {
         (flow, n) for flow in ("mmd", "svgd", "kde-kl") for n in (128, 512)}
     compiled = [r for r in result["unet"] if r["compiled"]]

@@ -99,7 +99,7 @@ def overrides_from(args) -> dict[str, Any]:
     for (section, key), (flag, value) in flags.items():
         if value is None:
             continue
-        if isinstance(value, int) and flag == "--steps" and value < 1:
+        if flag == "--steps" and value < 1:
             raise ConfigError(f"--steps: expected a positive number of training steps, got {value}")
         given = overrides.get(section, {}).get(key, value)
         if given != value:
@@ -107,8 +107,9 @@ def overrides_from(args) -> dict[str, Any]:
         overrides.setdefault(section, {})[key] = value
     if args.solver is not None:
         named = overrides.get("solver")
-        if named is not None and (named if isinstance(named, str) else named.get("name")) != args.solver:
-            raise ConfigError(f"--solver {args.solver} contradicts --set solver...; give one of them")
+        named = named if isinstance(named, str) or named is None else named.get("name")
+        if named is not None and named != args.solver:
+            raise ConfigError(f"--solver {args.solver} contradicts --set solver={named}; give one of them")
         overrides["solver"] = {"name": args.solver}
     return overrides
 

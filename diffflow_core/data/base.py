@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from diffflow_core import validation as check
-from diffflow_core.errors import ConfigError
+from diffflow_core.errors import ConfigError, format_bytes
 from diffflow_core.interfaces import check_finite
 
 #: The share of a user's array held out as its test split (a seeded permutation: every run holds out the same rows).
@@ -49,7 +49,7 @@ class Dataset:
         if test.shape[1:] != train.shape[1:] or test.shape[0] < 1:
             raise ConfigError(f"{label}: the test split has shape {tuple(test.shape)} but the train split has rows "
                               f"of shape {tuple(train.shape[1:])}")
-        for part, values in (("train", train), ("test", test)):
+        for part, values in (("train", train),) + ((("test", test),) if test is not train else ()):
             try:
                 check_finite(values, f"{label} ({part} split)")
             except FloatingPointError as error:
@@ -187,13 +187,6 @@ def _as_float32(values: Any, what: str) -> Tensor:
     return torch.from_numpy(np.array(array, dtype=np.float32))  # a copy: the Dataset owns its rows
 
 
-def _size(nbytes: int) -> str:
-    for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.1f} {unit}"
-    return f"{nbytes} bytes"
-
-
 def read_npy(path: Path) -> np.ndarray:
     """The array of a ``.npy`` file, memory-mapped and never unpickled.
 
@@ -232,8 +225,8 @@ def read_npy(path: Path) -> np.ndarray:
     _check_dtype(dtype, where)
     needed = math.prod(shape) * dtype.itemsize
     if needed > size - offset:
-        raise ConfigError(f"{where}: its header promises a {dtype} array of shape {shape} ({_size(needed)}) but the "
-                          f"file holds {_size(size - offset)} of data; the file is truncated or not a valid .npy")
+        raise ConfigError(f"{where}: its header promises a {dtype} array of shape {shape} ({format_bytes(needed)}) but the "
+                          f"file holds {format_bytes(size - offset)} of data; the file is truncated or not a valid .npy")
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as error:

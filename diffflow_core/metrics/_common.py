@@ -61,9 +61,10 @@ def reference_rows(dataset) -> int:
     held-out test rows (and as many training rows), or half the rows when nothing is held out."""
     if dataset.has_sampler:
         return sys.maxsize
-    if dataset.test is dataset.train:
-        return dataset.train.shape[0] // 2
-    return min(dataset.test.shape[0], dataset.train.shape[0])
+    train, test = dataset.train_rows, dataset.test_rows  # rows convert when indexed: no float copy of a split
+    if test is train:
+        return train.shape[0] // 2
+    return min(test.shape[0], train.shape[0])
 
 
 def reference_draw(dataset, n: int, index: int) -> tuple[Tensor, Tensor]:
@@ -81,9 +82,10 @@ def reference_draw(dataset, n: int, index: int) -> tuple[Tensor, Tensor]:
     if n > available:
         raise ConfigError(f"n: data '{dataset.name}' ({dataset.split}) gives at most {available} reference rows "
                           f"without replacement; expected n <= {available}, got {n}")
-    if dataset.test is dataset.train:
-        order = torch.randperm(dataset.train.shape[0], generator=generator)
-        return as_matrix(dataset.train[order[:n]], "data"), as_matrix(dataset.train[order[n:2 * n]], "data")
-    test = dataset.test[torch.randperm(dataset.test.shape[0], generator=generator)[:n]]
-    train = dataset.train[torch.randperm(dataset.train.shape[0], generator=generator)[:n]]
+    train, test = dataset.train_rows, dataset.test_rows
+    if test is train:
+        order = torch.randperm(train.shape[0], generator=generator)
+        return as_matrix(train[order[:n]], "data"), as_matrix(train[order[n:2 * n]], "data")
+    test = test[torch.randperm(test.shape[0], generator=generator)[:n]]
+    train = train[torch.randperm(train.shape[0], generator=generator)[:n]]
     return as_matrix(test, "data"), as_matrix(train, "data")

@@ -22,6 +22,7 @@ from diffflow_core.config import TrainConfig
 from diffflow_core.data import Dataset
 from diffflow_core.errors import CheckpointError, ConfigError
 from diffflow_core.interfaces import Batch, Player
+from diffflow_core.progress import progress_bar
 from diffflow_core.training.distributed import DistContext
 from diffflow_core.training.logs import MetricLog
 
@@ -123,6 +124,11 @@ class EMA:
         torch._foreach_lerp_(self._pairs[0], self._pairs[1], 1 - decay)
 
     @torch.no_grad()
+    def reset(self) -> None:
+        """Restart the average at the module's current weights."""
+        torch._foreach_copy_(self._pairs[0], self._pairs[1])
+
+    @torch.no_grad()
     def copy_to(self, module: nn.Module) -> None:
         state = module.state_dict()
         for key, value in self.shadow.items():
@@ -222,7 +228,7 @@ class Trainer:
             start_step = self._restore(dist, model, optimizers, ema, stream, history)
         log = MetricLog(self.out_dir, keep=len(history.records)) if self.out_dir is not None and dist.is_main else None
         start = time.perf_counter()
-        progress = _progress(cfg.steps, cfg.progress and dist.is_main, start_step, self.label)
+        progress = progress_bar(cfg.steps, self.label, cfg.progress and dist.is_main, initial=start_step)
         running: dict[str, float] = {}
         autocast = cfg.precision == "bfloat16"
         for step in range(start_step, cfg.steps):
@@ -353,7 +359,7 @@ class Trainer:
                 if key in ema.shadow:  # checkpoints from before frozen parameters were skipped hold them too
                     ema.shadow[key].copy_(value)
         elif ema is not None:  # the run so far had no EMA: average from the restored weights, not the initial ones
-            torch._foreach_copy_(*ema._pairs)
+            ema.reset()
         mine = state["rng"][dist.rank]
         torch.set_rng_state(mine["torch"])
         if mine["cuda"]:
@@ -367,9 +373,3 @@ def _fusable(params: list[Tensor]) -> bool | None:
     """True when ``torch.optim.Adam(fused=True)`` accepts ``params``; None (torch's default) otherwise."""
     ok = bool(params) and all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in params)
     return True if ok else None
-
-
-def _progress(total: int, enabled: bool, initial: int, label: str):
-    from diffflow_core.progress import progress_bar
-
-    return progress_bar(total, label, enabled, initial=initial)

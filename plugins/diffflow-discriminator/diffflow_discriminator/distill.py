@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from diffflow_core.compose import ImpliedDenoiser
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Batch, Flow, Objective, Player, SamplingContext
 from diffflow_discriminator.parts import check_betas, require_generator
@@ -86,9 +87,7 @@ class DistillFlow(Flow):
             raise ConfigError(f"teacher: expected the path of a saved model (a checkpoint), got {teacher!r}")
         if form not in FORMS:
             raise ConfigError(f"form: expected one of {', '.join(FORMS)}, got {form!r}")
-        if teacher_steps is not None and (isinstance(teacher_steps, bool) or not isinstance(teacher_steps, int)
-                                          or teacher_steps < 1):
-            raise ConfigError(f"teacher_steps: expected a positive integer, got {teacher_steps!r}")
+        teacher_steps = None if teacher_steps is None else check.positive_int("teacher_steps", teacher_steps)
         from diffflow_core.model import Model
 
         model = Model.load(teacher)
@@ -154,8 +153,7 @@ class Distill(Objective):
                  weighting: str = "edm", updates: str = "alternating") -> None:
         if not isinstance(flow, DistillFlow):
             raise ConfigError(f"flow: objective 'distill' needs the 'distill' flow, got {type(flow).__name__}")
-        if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
-            raise ConfigError(f"pairs: expected a positive number of teacher solves, got {pairs!r}")
+        pairs = check.positive_int("pairs", pairs, expected="a positive number of teacher solves")
         self.flow, self.pairs = flow, pairs
         self.generator_lr, self.betas = generator_lr, check_betas("betas", betas)
         self.score = GeneratedDSM(flow.score_gan, score_steps=score_steps, lr=lr, generator_lr=generator_lr,

@@ -19,15 +19,10 @@ from torch import Tensor
 
 from diffflow_core import validation as check
 from diffflow_core.interfaces import Evaluator, Flow
-from diffflow_core.tensors import draw_device
+from diffflow_core.tensors import draw_noise
 from diffflow_score.dpm import _DataPrediction
 
 __all__ = ["EulerAncestral", "HeunAncestral", "DPMSolverPP2MSDE", "DPMSolverPP3MSDE"]
-
-
-def _noise(y: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(y.shape, generator=generator, device=draw_device(generator, y.device),
-                       dtype=y.dtype).to(y.device)
 
 
 class _Stochastic(_DataPrediction):
@@ -60,7 +55,7 @@ class _Ancestral(_Stochastic):
         y = x / schedule.alpha(t0)
         y = self._ode_step(drift, y, t0, sigma0, sigma_down, self._denoised(drift, y, t0))
         if float(sigma1) > 0:
-            y = y + sigma_up * _noise(y, drift.generator)
+            y = y + sigma_up * draw_noise(y.shape, drift.generator, y)
         return schedule.alpha(t1) * y
 
 
@@ -131,7 +126,7 @@ class _MultistepSDE(_Stochastic):
         if past:
             y = y + self._correction(denoised, past, h, big_h)
         if self.eta > 0:
-            y = y + sigma1 * math.sqrt(-math.expm1(-2 * self.eta * h)) * _noise(y, drift.generator)
+            y = y + sigma1 * math.sqrt(-math.expm1(-2 * self.eta * h)) * draw_noise(y.shape, drift.generator, y)
         past.insert(0, (h, denoised))
         del past[self.history:]
         return schedule.alpha(t1) * y
