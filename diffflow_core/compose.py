@@ -74,7 +74,9 @@ def noise_level_of(flow: Flow) -> NoiseLevel | None:
 
 
 def _with_rate(fn: Callable[[Tensor], Tensor], t: Tensor) -> tuple[Tensor, Tensor]:
-    """``(fn(t), fn'(t))`` elementwise, by one forward-mode pass."""
+    """``(fn(t), fn'(t))`` elementwise, by one forward-mode pass (on a copy: a broadcast time, one element seen
+    ``N`` times, cannot carry a tangent)."""
+    t = t.contiguous()
     return jvp(fn, (t,), (torch.ones_like(t),))
 
 
@@ -100,11 +102,16 @@ class TimeMap:
         scale = alpha / alpha0
         return tau, rate, scale, (dalpha * rate * alpha0 - alpha * dalpha0) / alpha0 ** 2
 
-    def pull(self, drift: Callable[[Tensor, Tensor], Tensor], x: Tensor, s: Tensor) -> Tensor:
-        """(C1): the term's ``drift(x_i, tau)`` written as a velocity of ``x`` in the composite's time ``s``."""
+    def pull(self, drift: Callable[[Tensor, Tensor], Tensor], x: Tensor, s: Tensor, affine: bool = True) -> Tensor:
+        """(C1): the term's ``drift(x_i, tau)`` written as a velocity of ``x`` in the composite's time ``s``.
+
+        ``affine=False`` pulls a drift that is *added* to a flow already on this axis (a correction, the difference
+        of two drifts): the frame's own motion ``-a' x / a`` belongs to that flow, so only ``v tau' / a`` remains."""
         tau, rate, scale, dscale = self(s)
-        v = drift(per_sample(scale, x) * x, tau)
-        return (v * per_sample(rate, x) - per_sample(dscale, x) * x) / per_sample(scale, x)
+        v = drift(per_sample(scale, x) * x, tau) * per_sample(rate, x)
+        if affine:
+            v = v - per_sample(dscale, x) * x
+        return v / per_sample(scale, x)
 
 
 @attrs.frozen
@@ -230,10 +237,13 @@ class ComposedFlow(Flow):
         return TimeMap()
 
     # -- the flow --------------------------------------------------------------------------------------------
-    def term_drift(self, i: int, x: Tensor, t: Tensor, context: SamplingContext | None = None) -> Tensor:
-        """``A_i[v_i](x, s)``: term ``i``'s drift in the composite's coordinates (C1), under its own options."""
+    def term_drift(self, i: int, x: Tensor, t: Tensor, context: SamplingContext | None = None,
+                   affine: bool = True) -> Tensor:
+        """``A_i[v_i](x, s)``: term ``i``'s drift in the composite's coordinates (C1), under its own options
+        (``affine=False``: a correction added to another term's drift, :meth:`TimeMap.pull`)."""
         context = attrs.evolve(context if context is not None else SamplingContext(), options=self.options[i])
-        return self.maps[i].pull(lambda y, tau: self.terms[i].evaluate_drift(y, tau, context), x, as_time(t, x))
+        return self.maps[i].pull(lambda y, tau: self.terms[i].evaluate_drift(y, tau, context), x, as_time(t, x),
+                                 affine)
 
     def drift(self, x: Tensor, t: Tensor, context: SamplingContext) -> Tensor:
         """``sum_i w_i(s) A_i[v_i](x, s)``; a term of weight 0 at ``s`` is not evaluated."""

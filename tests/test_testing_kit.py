@@ -26,6 +26,8 @@ ASSEMBLED = {
     "compose": {"name": "compose", "terms": [{"flow": {"name": "velocity"}, "weight": 0.5},
                                              {"flow": {"name": "velocity"}, "weight": 0.5}]},
     "distill": {"name": "distill", "teacher": "{teacher}", "network": {"name": "mlp", "hidden": 16, "depth": 2}},
+    "discriminator-guidance": {"name": "discriminator-guidance", "base": "{teacher}",
+                               "network": {"name": "mlp", "hidden": 16, "depth": 2}},
 }
 
 

@@ -17,10 +17,22 @@ from diffflow_core.interfaces import Flow, SamplingContext, as_time, check_steps
 from diffflow_core.tensors import draw_noise
 from diffflow_discriminator.losses import GanLoss, get_loss
 
-__all__ = ["DiscriminatorFlow", "DEFAULT_NETWORK"]
+__all__ = ["DiscriminatorFlow", "DEFAULT_NETWORK", "logit_gradient"]
 
 #: GPM's toy discriminator: MLP 4x512, leaky ReLU, Fourier time features (128 channels, scale 16).
 DEFAULT_NETWORK = {"name": "mlp", "hidden": 512, "depth": 4, "activation": "leaky_relu"}
+
+
+def logit_gradient(logit: Callable[[Tensor], Tensor], x: Tensor, potential: Callable[[Tensor], Tensor]) -> Tensor:
+    """``grad_x potential(logit(x))`` per particle. ``autograd.grad`` with respect to ``x`` only runs the backward
+    nodes on the path to ``x``: no weight gradient is computed. No graph is kept, unless ``x`` itself requires
+    grad: then the gradient is differentiable in ``x`` (the divergence of the likelihood's probability-flow ODE,
+    SPEC §1.7, differentiates the drift)."""
+    with torch.enable_grad():
+        track = x.requires_grad
+        x = x if track else x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(potential(logit(x)).sum(), x, create_graph=track)
+    return grad
 
 
 class DiscriminatorFlow(Flow):
@@ -82,15 +94,8 @@ class DiscriminatorFlow(Flow):
         return self.eta * self.potential_gradient(x, t, self.loss.potential)
 
     def potential_gradient(self, x: Tensor, t: Tensor, potential: Callable[[Tensor], Tensor]) -> Tensor:
-        """``grad_x potential(f(x, t))`` per particle. ``autograd.grad`` with respect to ``x`` only runs the
-        backward nodes on the path to ``x``: no weight gradient is computed. No graph is kept, unless ``x``
-        itself requires grad: then the gradient is differentiable in ``x`` (the divergence of the likelihood's
-        probability-flow ODE, SPEC §1.7, differentiates the drift)."""
-        with torch.enable_grad():
-            track = x.requires_grad
-            x = x if track else x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(potential(self.logit(x, t)).sum(), x, create_graph=track)
-        return grad
+        """``grad_x potential(f(x, t))`` per particle (:func:`logit_gradient`)."""
+        return logit_gradient(lambda y: self.logit(y, t), x, potential)
 
     def smooth(self, real: Tensor, t: Tensor, generator: torch.Generator | None) -> Tensor:
         """Data seen by the discriminator at times ``t`` ``[N]``: ``y + sigma(t) eps`` (SPEC §1.6 step a)."""

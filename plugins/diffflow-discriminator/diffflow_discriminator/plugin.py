@@ -12,6 +12,8 @@ def register_flows(register):
              "Score GAN drift: smoothed KL on noised laws from data and generated EDM denoisers (SPEC §2.7)")
     register("distill", "diffflow_discriminator.distill:DistillFlow",
              "One-step generator distilled from any saved teacher flow: regression or teacher-score Int-PM drift")
+    register("discriminator-guidance", "diffflow_discriminator.guidance:DiscriminatorGuidanceFlow",
+             "Discriminator guidance of a saved noise-path model: v_base + w (-sigma grad d), mapped by noise level")
 
 
 @hookimpl
@@ -25,6 +27,8 @@ def register_objectives(register):
              "Score GAN: DSM of the generated-data denoiser between generator steps (SPEC §2.7)")
     register("distill", "diffflow_discriminator.distill:Distill",
              "Distillation through the generator smoother: teacher-solve regression or Score GAN with the teacher")
+    register("discriminator-guidance", "diffflow_discriminator.guidance:DiscriminatorGuidance",
+             "Noise-conditioned discriminator of data vs a saved base model's samples (Kim et al. 2023)")
 
 
 @hookimpl
