@@ -2,18 +2,18 @@
 
 ``rho_h(x) = (1/M) sum_m N(x; y_m, h^2 I)``. Its score is ``sum_m w_m(x) (y_m - x) / h^2`` with ``w`` the
 softmax over ``m`` of ``-||x - y_m||^2 / (2 h^2)``: a posterior-weighted pull towards the centres. Both are
-computed ``chunk`` query rows at a time, so memory is O(M * chunk).
+computed by the fused pair reduction :func:`~diffflow_kl.interactions.softmax_pull`, ``chunk`` query rows at a
+time, so memory is O(M * chunk).
 """
 from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
 from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
-from diffflow_kl.kernels import by_chunks, sq_dists
+from diffflow_kl.interactions import softmax_pull
 
 __all__ = ["BANDWIDTH_RULES", "bandwidth", "kde_log_density", "kde_score"]
 
@@ -41,24 +41,14 @@ def bandwidth(rule: str | float, sample: Tensor) -> float:
 
 def kde_log_density(x: Tensor, centres: Tensor, h: float | Tensor, chunk: int | None = None) -> Tensor:
     """``log rho_h(x)`` ``[N]`` of the Gaussian KDE with centres ``[M, *shape]`` and bandwidth ``h``."""
-    flat_c = centres.flatten(1)
-    m, d = flat_c.shape
-    h2 = torch.as_tensor(h, dtype=x.dtype, device=x.device) ** 2
-    const = math.log(m) + 0.5 * d * torch.log(2 * math.pi * h2)
-
-    def block(xb: Tensor) -> Tensor:
-        return torch.logsumexp(-sq_dists(xb, flat_c) / (2 * h2), dim=1) - const
-
-    return by_chunks(block, x, m, chunk)
+    m, d = centres.shape[0], centres[0].numel()
+    h2 = float(h) ** 2
+    log_sum, _ = softmax_pull(x, centres, 0.5 / h2, chunk, pull=False)
+    return log_sum - (math.log(m) + 0.5 * d * math.log(2 * math.pi * h2))
 
 
 def kde_score(x: Tensor, centres: Tensor, h: float | Tensor, chunk: int | None = None) -> Tensor:
     """``grad log rho_h(x)`` ``[N, *shape]`` of the Gaussian KDE with centres ``[M, *shape]`` and bandwidth ``h``."""
-    flat_c = centres.flatten(1)
-    h2 = torch.as_tensor(h, dtype=x.dtype, device=x.device) ** 2
-
-    def block(xb: Tensor) -> Tensor:
-        weights = torch.softmax(-sq_dists(xb, flat_c) / (2 * h2), dim=1)
-        return (weights @ flat_c - xb.flatten(1)) / h2
-
-    return by_chunks(block, x, flat_c.shape[0], chunk).reshape(x.shape)
+    h2 = float(h) ** 2
+    _, pull = softmax_pull(x, centres, 0.5 / h2, chunk)
+    return pull / h2

@@ -3,8 +3,8 @@
 
 For the KL drift ``v = a - c s_rho`` (``a = s_q`` for SVGD) the integration-by-parts form
 ``E_rho[k(x, y) a(y) + c grad_y k(x, y)]`` needs no particle score: it is what runs whenever the flow exposes
-``stein_parts(x, t) -> (a, c)``; any other drift is smoothed directly. Interactions are chunked (memory
-O(N * chunk)).
+``stein_parts(x, t) -> (a, c)``; any other drift is smoothed directly. The kernel sums are fused pair
+reductions (:mod:`diffflow_kl.interactions`; memory O(N * chunk)).
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from torch import Tensor
 from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Flow, SamplingContext, Smoother
-from diffflow_kl.kernels import Gaussian, grad_mean, median_bandwidth, smooth_mean
+from diffflow_kl.interactions import kernel_sums
+from diffflow_kl.kernels import Gaussian, median_bandwidth
 
 __all__ = ["SteinSmoother"]
 
@@ -49,8 +50,11 @@ class SteinSmoother(Smoother):
     def velocity(self, flow: Flow, x: Tensor, t: Tensor, context: SamplingContext) -> Tensor:
         kernel = self.kernel(x)
         parts = flow.stein_parts(x, t) if self.form == "auto" and hasattr(flow, "stein_parts") else None
+        n = x.shape[0]
         if parts is None:
-            return smooth_mean(kernel, x, x, flow.evaluate_drift(x, t, context), self.chunk)
+            smooth, _ = kernel_sums(kernel, x, x, values=flow.evaluate_drift(x, t, context) / n, chunk=self.chunk)
+            return smooth
         a, c = parts
-        out = smooth_mean(kernel, x, x, a, self.chunk)
-        return out - c * grad_mean(kernel, x, x, self.chunk) if c else out
+        # eq 18: (1/N) sum_j [k(x, x_j) a_j - c grad_1 k(x, x_j)], both sums from one pass over the pairs
+        smooth, grad = kernel_sums(kernel, x, x, values=a / n, weights=-c / n if c else None, chunk=self.chunk)
+        return smooth + grad if c else smooth

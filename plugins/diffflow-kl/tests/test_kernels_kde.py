@@ -1,4 +1,4 @@
-"""Kernels, chunked interactions and KDE scores against autograd and direct formulas (float64)."""
+"""Kernels, their interactions and KDE scores against autograd and direct formulas (float64)."""
 import math
 
 import pytest
@@ -6,7 +6,8 @@ import torch
 
 from diffflow_core.errors import ConfigError
 from diffflow_kl.kde import bandwidth, kde_log_density, kde_score
-from diffflow_kl.kernels import grad_mean, make_kernel, median_bandwidth, smooth_mean
+from diffflow_kl.interactions import kernel_sums
+from diffflow_kl.kernels import make_kernel, median_bandwidth
 
 KERNELS = [("gaussian", {"bandwidth": [0.5, 2.0]}), ("imq", {"scale": 0.7}), ("laplace", {"bandwidth": 1.3}),
            ("energy", {})]
@@ -19,21 +20,21 @@ def points():
 
 
 @pytest.mark.parametrize("name,params", KERNELS)
-def test_grad_mean_is_the_autograd_gradient_of_the_mean_embedding(points, name, params):
+def test_gradient_sum_is_the_autograd_gradient_of_the_mean_embedding(points, name, params):
     x, y = points
     kernel = make_kernel(name, **params)
     xg = x.clone().requires_grad_(True)
     (expected,) = torch.autograd.grad(kernel(xg, y).mean(1).sum(), xg)
-    assert torch.allclose(grad_mean(kernel, x, y), expected, atol=1e-12)
-    assert torch.allclose(grad_mean(kernel, x, y, chunk=5), expected, atol=1e-12)
+    assert torch.allclose(kernel_sums(kernel, x, y, weights=1 / 23)[1], expected, atol=1e-12)
+    assert torch.allclose(kernel_sums(kernel, x, y, weights=1 / 23, chunk=5)[1], expected, atol=1e-12)
 
 
-def test_smooth_mean_chunked_equals_dense(points):
+def test_smoothing_chunked_equals_dense(points):
     x, y = points
     values = torch.randn(23, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     kernel = make_kernel("gaussian", bandwidth=0.8)
     dense = kernel(x, y) @ values / 23
-    assert torch.allclose(smooth_mean(kernel, x, y, values, chunk=4), dense, atol=1e-13)
+    assert torch.allclose(kernel_sums(kernel, x, y, values / 23, chunk=4)[0], dense, atol=1e-13)
 
 
 def test_kde_log_density_and_score_match_the_formula_and_autograd(points):

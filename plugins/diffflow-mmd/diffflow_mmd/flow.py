@@ -4,10 +4,11 @@ For particles ``x_1..x_N`` and fixed target samples ``y_1..y_M`` the velocity is
 
 ``v(x_i) = (1/M) sum_m grad_1 k(x_i, y_m) - (1/N) sum_j grad_1 k(x_i, x_j) = -d/dx_i [N * 1/2 MMD^2]``
 
-(the gradient of the witness function; SPEC §2.11.5 checks it against autograd). Interactions are computed in
-row blocks, so memory is O((N + M) * chunk). With ``noise > 0`` the witness gradient is evaluated at
-``x_i + noise * u_i``, ``u ~ N(0, I)`` (noise injection, which helps the flow escape local optima), drawn from
-the solve's generator (the sampling context), so a seed fixes the whole run and the flow holds no RNG state.
+(the gradient of the witness function; SPEC §2.11.5 checks it against autograd). Both sums are one fused pair
+reduction (:mod:`diffflow_kl.interactions`) over row blocks, so memory is O((N + M) * chunk). With ``noise > 0``
+the witness gradient is evaluated at ``x_i + noise * u_i``, ``u ~ N(0, I)`` (noise injection, which helps the
+flow escape local optima), drawn from the solve's generator (the sampling context), so a seed fixes the whole
+run and the flow holds no RNG state.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from diffflow_core.data import load_dataset
 from diffflow_core.errors import missing_data
 from diffflow_core.interfaces import Flow, SamplingContext, check_steps
 from diffflow_core.tensors import draw_noise
-from diffflow_kl.kernels import RadialKernel, grad_mean, make_kernel
+from diffflow_kl.interactions import kernel_sums
+from diffflow_kl.kernels import RadialKernel, make_kernel
 
 __all__ = ["MMDFlow"]
 
@@ -54,9 +56,13 @@ class MMDFlow(Flow):
         self.horizon, self.noise, self.chunk, self.seed = horizon, noise, chunk, int(seed)
 
     def witness_grad(self, z: Tensor, x: Tensor) -> Tensor:
-        """``grad`` of the witness ``E_p k(., y) - E_rho k(., x)`` at ``z`` (``x`` the particles)."""
+        """``grad`` of the witness ``E_p k(., y) - E_rho k(., x)`` at ``z`` (``x`` the particles): one gradient sum
+        over the targets and the particles together, weighted ``1/M`` and ``-1/N``."""
         y = self.targets.to(dtype=x.dtype, device=x.device)
-        return grad_mean(self.kernel, z, y, self.chunk) - grad_mean(self.kernel, z, x, self.chunk)
+        m, n = y.shape[0], x.shape[0]
+        weights = torch.cat([x.new_full((m,), 1.0 / m), x.new_full((n,), -1.0 / n)])
+        _, grad = kernel_sums(self.kernel, z, torch.cat([y, x]), weights=weights, chunk=self.chunk)
+        return grad
 
     def drift(self, x: Tensor, t: Tensor, context: SamplingContext) -> Tensor:
         z = x
