@@ -4,8 +4,9 @@
   optional background (a density, a discriminator), as GPM's Figures 8-12;
 * :func:`animate` - an animated GIF of a trajectory (Pillow writer);
 * :func:`scatter` - samples over the data; :func:`pairs` - pairwise projections of the first coordinates of
-  data in any dimension; :func:`image_grid` - a grid of images; :func:`curve` - a metric against training step
-  (several named series, optional reference line such as a W2 floor).
+  data in any dimension; :func:`image_grid` - a grid of images (optionally labelled columns, e.g. sampling
+  times); :func:`paths` - 2-D paths over the data (latent interpolations); :func:`curve` - a metric against
+  training step (several named series, optional reference line such as a W2 floor).
 
 Every function writes ``path`` (parent folders are created), closes its figure and returns the path.
 Trajectories are ``[T, N, 2]`` tensors (``Samples.trajectory``) or lists of ``[N, 2]`` tensors.
@@ -22,7 +23,7 @@ from torch import Tensor
 from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 
-__all__ = ["snapshots", "animate", "scatter", "pairs", "image_grid", "curve"]
+__all__ = ["snapshots", "animate", "scatter", "paths", "pairs", "image_grid", "curve"]
 
 _DATA_STYLE = {"s": 2, "c": "0.7", "alpha": 0.4, "linewidths": 0}
 _PARTICLE_STYLE = {"s": 3, "c": "tab:blue", "alpha": 0.7, "linewidths": 0}
@@ -199,9 +200,33 @@ def scatter(samples, path, data=None, limits: tuple[float, float] | None = None,
     return _save(fig, path)
 
 
+def paths(trajectories, path, data=None, title: str | None = None) -> Path:
+    """2-D paths ``[P, K, 2]`` (P paths of K points, e.g. a generator along latent interpolations) as lines over
+    the data (grey), each starting at a dot and ending at a cross."""
+    lines = torch.as_tensor(trajectories).detach().cpu().double()
+    if lines.ndim != 3 or lines.shape[2] != 2 or lines.shape[1] < 2:
+        raise ConfigError(f"paths: expected [P, K, 2] with K >= 2 points per path, got shape {tuple(lines.shape)}")
+    reference = None if data is None else _points(getattr(data, "train", data)[:5000], "data")
+    xlim, ylim = _limits(lines.reshape(-1, 2), reference)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4, 4))
+    if reference is not None:
+        ax.scatter(reference[:, 0], reference[:, 1], **_DATA_STYLE)
+    for line in lines:
+        drawn = ax.plot(line[:, 0], line[:, 1], marker=".", markersize=4, linewidth=1)
+        ax.plot(line[0, 0], line[0, 1], "o", line[-1, 0], line[-1, 1], "x", color=drawn[0].get_color())
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.set_aspect("equal")
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
 def image_grid(images, path, nrow: int | None = None, value_range: tuple[float, float] = (-1.0, 1.0),
-               title: str | None = None) -> Path:
-    """A grid of images ``[N, C, H, W]`` (C = 1 grey or 3 colour) or ``[N, H, W]``, shown over ``value_range``."""
+               title: str | None = None, column_labels: Sequence[str] | None = None) -> Path:
+    """A grid of images ``[N, C, H, W]`` (C = 1 grey or 3 colour) or ``[N, H, W]``, shown over ``value_range``,
+    ``nrow`` images a row; ``column_labels`` (one per column, e.g. the sampling times) are written above it."""
     images = torch.as_tensor(getattr(images, "x", images)).detach().cpu().float()
     if images.ndim == 3:
         images = images[:, None]
@@ -212,6 +237,8 @@ def image_grid(images, path, nrow: int | None = None, value_range: tuple[float, 
     n, h, w, c = images.shape
     nrow = nrow or int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / nrow))
+    if column_labels is not None and len(column_labels) != min(nrow, n):
+        raise ConfigError(f"column_labels: expected {min(nrow, n)} labels (one per column), got {len(column_labels)}")
     canvas = torch.zeros((rows * (h + 1) + 1, nrow * (w + 1) + 1, c))
     for k in range(n):
         r, col = divmod(k, nrow)
@@ -220,6 +247,8 @@ def image_grid(images, path, nrow: int | None = None, value_range: tuple[float, 
     fig, ax = plt.subplots(figsize=(0.5 * nrow + 0.5, 0.5 * rows + 0.5))
     picture = canvas[..., 0] if c == 1 else canvas
     ax.imshow(picture.numpy(), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    for col, label in enumerate(column_labels or ()):
+        ax.text(1 + col * (w + 1) + (w - 1) / 2, -1, label, ha="center", va="bottom", fontsize=6)
     ax.axis("off")
     if title:
         ax.set_title(title)

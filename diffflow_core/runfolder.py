@@ -46,7 +46,7 @@ CHECKPOINT = "checkpoint.pt"
 RUN_MARKERS = ("checkpoint.pt", "metrics.jsonl", "metrics.json", "samples.npy")
 #: What run and train write into a run folder (plus ``snapshots/``); ``--overwrite`` deletes them first.
 OUTPUTS = ("config.json", "checkpoint.pt", "metrics.jsonl", "metrics.csv", "metrics.json", "samples.npy",
-           "samples.png", "trajectory.png")
+           "samples.png", "trajectory.png", "interpolation.png", "loss.png")
 #: ``train`` settings a resumed run may change: how long it runs and how it reports, never what it trains.
 RESUMABLE = ("steps", "log_every", "eval_every", "checkpoint_every", "progress")
 

@@ -102,6 +102,21 @@ def test_data_from_a_npy_file(finished_run, tmp_path):
     assert json.loads((out / "config.json").read_text())["data"]["name"].endswith("mine.npy")
 
 
+def test_set_data_settings_apply_to_the_named_data_or_the_config_s(finished_run, tmp_path, capsys):
+    points = torch.randn(400, 2, generator=torch.Generator().manual_seed(0)).numpy()
+    np.save(tmp_path / "mine.npy", points)
+    cfg = str(finished_run / "tiny.toml")
+    common = ["--steps", "2", "--n", "50"]
+    assert main(["run", cfg, "--data", str(tmp_path / "mine.npy"), "--set", "data.test_fraction=0.25", *common,
+                 "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["data"]["test"] == 100
+    assert main(["run", cfg, "--set", "data.name='moons'", *common, "--out", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["data"]["name"] == "moons"
+    capsys.readouterr()
+    assert main(["run", cfg, "--data", "moons", "--set", "data.name='ring5'", *common]) == 2
+    assert "--data moons contradicts --set data.name=ring5" in capsys.readouterr().err
+
+
 def test_errors_are_reported_without_a_traceback(tmp_path, capsys):
     assert main(["run", str(tmp_path / "missing.toml")]) == 2
     assert "diffflow: error: config: file" in capsys.readouterr().err

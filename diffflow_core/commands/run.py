@@ -195,6 +195,7 @@ def build_model(args):
     """The model the arguments describe: a config file and/or a preset, or with ``--resume`` the run folder's
     own config; then ``--set`` and the dedicated flags on top, on the device of ``--device``."""
     from diffflow_core import build
+    from diffflow_core.config import load_config, merge
 
     set_threads(args.threads)
     device = resolve_device(args.device)
@@ -204,7 +205,15 @@ def build_model(args):
         config, preset, data = args.config, args.preset, args.data
         if config is None and preset is None:
             preset = DEFAULT_PRESET
-    model = build(config, preset=preset, data=data, device=device, **overrides_from(args))
+    overrides = overrides_from(args)
+    data_settings = overrides.pop("data", None)
+    if data_settings is not None and data is not None:  # --data NAME with --set data.key=value: one data spec
+        data = merge({"name": data}, {"name": data_settings} if isinstance(data_settings, str) else data_settings)
+        if data["name"] != args.data:
+            raise ConfigError(f"--data {args.data} contradicts --set data.name={data['name']}; give one of them")
+    elif data_settings is not None:  # a data section of the config, changed in place
+        overrides["data"] = data_settings
+    model = build(load_config(config, preset=preset, overrides=overrides), data=data, device=device)
     if model.data is None:
         raise ConfigError("data: the config names no data; pass --data NAME or --data FILE.npy")
     return model
@@ -344,7 +353,7 @@ def run(args) -> int:
         metrics = {**summary, **metrics}
         write_samples(model, samples, out / "samples.npy")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        pictures = draw(model, samples, out)
+        pictures = draw(model, samples, out, log=out / "metrics.jsonl")
     print(json.dumps(metrics, indent=2))
     print(f"outputs in {out}/: config.json, checkpoint.pt, samples.npy, metrics.json"
           + "".join(f", {p}" for p in pictures) + (", metrics.jsonl, metrics.csv" if model.objective else ""))
