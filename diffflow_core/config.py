@@ -45,7 +45,7 @@ def _pair(value: Any) -> Any:
 
 
 #: the dtypes a training forward pass may run in (autocast); parameters, optimiser state and EMA stay float32
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 @attrs.define
@@ -93,10 +93,28 @@ class TrainConfig:
     #: the learning rate falls linearly towards 0 over this fraction of the steps at the end (0 = constant)
     decay: float = check.attrs_field(check.in_range, 0, 1, default=0.0)
     grad_clip: float | None = check.attrs_field(check.positive, default=None, optional=True)
-    #: "bfloat16" runs every loss's forward (and so its backward) under autocast: matrix products in bfloat16 with
-    #: float32 master weights; faster where the hardware multiplies bfloat16 natively (CPUs with AMX, recent GPUs;
-    #: timings in docs/benchmarks/discriminator.md)
+    #: "bfloat16" / "float16" run every loss's forward (and so its backward) under autocast: matrix products in
+    #: the low precision with float32 master weights; faster where the hardware multiplies it natively (CPUs with
+    #: AMX, recent GPUs; timings in docs/benchmarks/discriminator.md). float16's narrow range needs loss scaling:
+    #: one ``torch.amp.GradScaler`` per player (skipped steps on overflow), checkpointed so resume stays exact
     precision: str = check.attrs_field(check.one_of, PRECISIONS, default="float32")
+    #: gradient accumulation: each optimiser step averages the gradients of ``accumulate`` micro-batches of
+    #: ``batch_size`` (each loss divided by ``accumulate``), so it equals one step on a batch of
+    #: ``accumulate * batch_size`` for a loss that is a mean over the batch; memory stays that of one micro-batch
+    accumulate: int = check.attrs_field(check.positive_int, default=1)
+    #: ``torch.compile`` the model's networks (the modules of the ``networks`` registry) for the duration of ``fit``;
+    #: where the compiler cannot run, one warning line and eager training
+    compile: bool = check.attrs_field(check.boolean, default=False)
+    #: image networks in channels-last memory layout (parameters and image batches) for the duration of ``fit``:
+    #: the layout cuDNN's and oneDNN's fastest convolution kernels use; image data only
+    channels_last: bool = check.attrs_field(check.boolean, default=False)
+    #: ``DataLoader`` processes that read and convert the batches (:class:`~diffflow_core.data.loader.LoaderStream`,
+    #: the same stream for any positive count); 0 reads them in the training process (the stream of every earlier
+    #: checkpoint), so changing between 0 and more changes the batches
+    workers: int = check.attrs_field(check.non_negative_int, default=0)
+    #: under ``torchrun``: let DDP find, every step, the parameters a player's loss left without a gradient (a
+    #: branch not taken); off, such a step is a one-line error naming the player, since DDP would wait for them
+    find_unused_parameters: bool = check.attrs_field(check.boolean, default=False)
     #: the EMA's final per-step decay (0 = no EMA); its half-life in steps is ln 0.5 / ln ema (693 for 0.999)
     ema: float = check.attrs_field(check.in_range, 0, 1, default=0.0)
     #: EMA warm-up (EDM's ``ema_rampup``): after s steps the half-life is min(ln 0.5 / ln ema, ema_rampup * s),

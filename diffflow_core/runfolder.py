@@ -48,7 +48,7 @@ RUN_MARKERS = ("checkpoint.pt", "metrics.jsonl", "metrics.json", "samples.npy")
 OUTPUTS = ("config.json", "checkpoint.pt", "metrics.jsonl", "metrics.csv", "metrics.json", "samples.npy",
            "samples.png", "trajectory.png", "interpolation.png", "loss.png")
 #: ``train`` settings a resumed run may change: how long it runs and how it reports, never what it trains.
-RESUMABLE = ("steps", "log_every", "eval_every", "checkpoint_every", "progress")
+RESUMABLE = ("steps", "log_every", "eval_every", "checkpoint_every", "progress", "compile", "channels_last")
 
 
 class RunFolder:

@@ -79,7 +79,8 @@ def test_default_evaluation_writes_snapshots_and_sliced_w2(tmp_path):
     history = Trainer(model, out_dir=tmp_path, eval_every=5, eval_samples=64).fit(model.data)
     values = history.series("eval/sliced_w2")
     assert len(values) == 2 and all(v > 0 for v in values)
-    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == ["step_0000005.npy", "step_0000010.npy"]
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == [
+        "step_0000005.npy", "step_0000005.png", "step_0000010.npy", "step_0000010.png"]
 
 
 def test_checkpoint_is_a_loadable_model_with_ema_weights(tmp_path):
@@ -184,5 +185,5 @@ def test_bfloat16_precision_runs_the_forward_in_bfloat16_and_keeps_float32_weigh
     for (name, a), b in zip(half.named_parameters(), full.parameters()):
         assert not torch.equal(a, b), name
         torch.testing.assert_close(a, b, rtol=0.05, atol=0.02)
-    with pytest.raises(ConfigError, match=r"train\.precision: expected one of float32, bfloat16, got 'fp16'"):
+    with pytest.raises(ConfigError, match=r"train\.precision: expected one of float32, bfloat16, float16, got 'fp16'"):
         fresh(10, precision="fp16")

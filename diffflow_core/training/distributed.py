@@ -1,8 +1,13 @@
 """Data-parallel training under ``torchrun`` with ``torch.distributed`` (gloo on CPU, nccl on CUDA).
 
-Each rank trains on its own shard of the data with its own random stream; after every backward pass the
-gradients (and the loss, for logging) are averaged across ranks in one flat all-reduce, so every rank takes
-the same optimiser step and the parameters stay identical. Rank 0 alone writes logs and checkpoints.
+Each rank trains on its own shard of the data with its own random stream. Every player's loss runs through
+its own :class:`~torch.nn.parallel.DistributedDataParallel`, whose module is exactly that player's parameters
+(:class:`PlayerModule`): DDP averages their gradients across ranks in buckets while the backward pass is still
+running, so every rank takes the same optimiser step and the parameters stay identical. A player's loss may run
+other players' networks (a GAN's generator step evaluates the discriminator): their parameters belong to another
+DDP, whose hooks ignore a backward they did not prepare, and they get no all-reduce here. The model itself is
+never wrapped, so module attributes and ``state_dict`` keys are the same as in one process. The logged losses
+are averaged across ranks when they are logged. Rank 0 alone writes logs and checkpoints.
 
 Timeouts: a rank waits at most ``DIFFFLOW_DDP_TIMEOUT`` seconds (default :data:`DEFAULT_TIMEOUT`, 5 minutes,
 instead of gloo's 30) in a collective for the others. Before each collective every rank records how many it
@@ -12,18 +17,20 @@ evaluation (``eval_every``) and checkpoint writes.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import math
 import os
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, ContextManager, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from diffflow_core.errors import ConfigError, DiffflowError
+from diffflow_core.interfaces import Batch, Player
 
-__all__ = ["DistContext", "CollectiveTimeout", "collective_timeout", "is_main_process"]
+__all__ = ["DistContext", "PlayerModule", "CollectiveTimeout", "collective_timeout", "is_main_process"]
 
 #: Seconds a rank waits for the others in a collective unless ``DIFFFLOW_DDP_TIMEOUT`` says otherwise.
 DEFAULT_TIMEOUT = 300.0
@@ -128,23 +135,41 @@ class DistContext:
             for tensor in module.state_dict().values():
                 self._collective("broadcast", functools.partial(self.dist.broadcast, tensor, src=0))
 
-    def average(self, parameters: list[nn.Parameter], loss: Tensor) -> Tensor:
-        """Average the gradients of ``parameters`` and ``loss`` over ranks in one flat all-reduce."""
+    def data_parallel(self, player: Player, find_unused: bool) -> Callable[[Batch, torch.Generator], Tensor]:
+        """What computes ``player``'s loss: the loss itself in one process, else a DDP over the player's
+        parameters whose backward averages their gradients across ranks. ``find_unused`` (the config's
+        ``find_unused_parameters``) lets DDP search each step's graph for parameters the loss did not reach."""
         if not self.enabled:
-            return loss
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
-        flat = torch.cat([g.reshape(-1) for g in grads] + [loss.detach().reshape(1).to(grads[0].dtype)])
-        self._collective("all-reduce", lambda: self.dist.all_reduce(flat))
-        flat /= self.world
-        offset = 0
-        for p, g in zip(parameters, grads):
-            n = g.numel()
-            if p.grad is None:
-                p.grad = flat[offset:offset + n].view_as(p).clone()
-            else:
-                p.grad.copy_(flat[offset:offset + n].view_as(p))
-            offset += n
-        return flat[-1]
+            return player.loss
+        from torch.nn.parallel import DistributedDataParallel
+
+        module = PlayerModule(player)  # DDP checks the shapes and broadcasts rank 0's values: collectives
+        return self._collective("broadcast",
+                                lambda: DistributedDataParallel(module, find_unused_parameters=find_unused))
+
+    @staticmethod
+    def no_sync(loss: Callable[..., Tensor]) -> ContextManager:
+        """Context for a forward pass whose gradients only accumulate on this rank (the micro-batches of gradient
+        accumulation before the last): DDP's ``no_sync``, nothing in one process."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        return loss.no_sync() if isinstance(loss, DistributedDataParallel) else contextlib.nullcontext()
+
+    def average(self, backward: Callable[[], None]) -> None:
+        """Run ``backward``, during which DDP averages the gradients across ranks, as one recorded collective (a
+        timeout in it names the ranks that never arrived); in one process just ``backward()``."""
+        if self.enabled:
+            self._collective("all-reduce", backward)
+        else:
+            backward()
+
+    def mean(self, values: Tensor) -> Tensor:
+        """The elementwise mean of ``values`` over ranks (the logged losses), in one all-reduce."""
+        if not self.enabled:
+            return values
+        values = values.clone()
+        self._collective("all-reduce", lambda: self.dist.all_reduce(values))
+        return values / self.world
 
     def gather(self, obj: Any) -> list[Any]:
         """Every rank's ``obj`` (in rank order) on every rank."""
@@ -161,3 +186,17 @@ class DistContext:
     def close(self) -> None:
         if self.owns_group:
             self.dist.destroy_process_group()
+
+
+class PlayerModule(nn.Module):
+    """A player's parameters, with its loss as the forward: the module a player's DDP wraps. DDP registers its
+    gradient hooks on exactly these parameters, wherever in the model they live; the networks the loss calls
+    stay where they are."""
+
+    def __init__(self, player: Player) -> None:
+        super().__init__()
+        self.params = nn.ParameterList(player.parameters)
+        self.loss = player.loss
+
+    def forward(self, batch: Batch, generator: torch.Generator | None) -> Tensor:
+        return self.loss(batch, generator)

@@ -3,12 +3,16 @@
 Features: Adam per player (lr warm-up, gradient clipping), EMA of the trained weights (swapped into the
 model at the end), a progress bar with the live loss, periodic evaluation (a callable or the default sample
 metric) and sample snapshots, metric logs (JSONL + CSV), atomic checkpoints that record the config and the
-providers' versions, exact resume (weights, optimisers, EMA, RNG states and data position: an interrupted
-then resumed run ends with parameters identical to an uninterrupted one), seeded determinism, and
-data-parallel training under ``torchrun`` (see :mod:`diffflow_core.training.distributed`).
+providers' versions, exact resume (weights, optimisers, loss scales, EMA, RNG states and data position: an
+interrupted then resumed run ends with parameters identical to an uninterrupted one), seeded determinism,
+bfloat16/float16 autocast, gradient accumulation, ``torch.compile`` and channels-last networks
+(:mod:`diffflow_core.training.acceleration`), a hot loop that never waits for the device (values are read back
+only when logging, evaluating or checkpointing), and data-parallel training through DDP under ``torchrun``
+(:mod:`diffflow_core.training.distributed`).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -20,13 +24,15 @@ from torch import Tensor, nn
 
 from diffflow_core.config import TrainConfig
 from diffflow_core.data import Dataset
+from diffflow_core.data.loader import LoaderStream
 from diffflow_core.errors import CheckpointError, ConfigError
 from diffflow_core.interfaces import Batch, Player
 from diffflow_core.progress import progress_bar
+from diffflow_core.training.acceleration import accelerated, channels_last_batch
 from diffflow_core.training.distributed import DistContext
 from diffflow_core.training.logs import MetricLog
 
-__all__ = ["Trainer", "History", "BatchStream", "EMA", "Evaluator"]
+__all__ = ["Trainer", "History", "BatchStream", "EMA", "Evaluator", "make_stream"]
 
 #: ``evaluate(model, step) -> {name: number}``, called with the EMA weights swapped in.
 Evaluator = Callable[[nn.Module, int], dict[str, float]]
@@ -70,6 +76,15 @@ class BatchStream:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.order, self.index = state["order"].clone(), int(state["index"])
         self.generator.set_state(state["generator"])
+
+
+def make_stream(rows: Any, labels: Tensor | None, batch_size: int, generator: torch.Generator, workers: int,
+                device: torch.device) -> BatchStream | LoaderStream:
+    """The training batches: :class:`BatchStream` in this process without ``workers`` (``train.workers = 0``),
+    else a ``DataLoader`` over ``workers`` processes, its batches pinned for an asynchronous copy to a GPU."""
+    if not workers:
+        return BatchStream(rows, labels, batch_size, generator)
+    return LoaderStream(rows, labels, batch_size, generator, workers=workers, pin_memory=device.type == "cuda")
 
 
 class EMA:
@@ -202,6 +217,16 @@ class Trainer:
         return scale * min(1.0, (cfg.steps - step) / decay_steps) if decay_steps else scale
 
     def fit(self, data: Dataset) -> History:
+        """Train from step 0 (or the checkpoint's step) to ``train.steps``; returns the logged history.
+
+        Each optimiser step of a player averages the gradients of ``train.accumulate`` micro-batches, under
+        autocast in ``train.precision`` (float16 with a loss scaler per player), and under ``torchrun`` across
+        ranks (DDP, :mod:`~diffflow_core.training.distributed`). The loop never waits for the device: losses and
+        a per-player "was NaN/Inf" flag stay where they are computed and are read in one transfer only at the
+        steps that log (every ``train.log_every``), evaluate or checkpoint, and at the end. A loss that turned
+        NaN or Inf therefore stops training at the next such step, naming the player and the steps since the
+        previous check; no checkpoint is written after it.
+        """
         cfg = self.config
         dist = DistContext()
         model = self.model
@@ -216,82 +241,130 @@ class Trainer:
         players = model.objective.players(model)
         if not players or not any(p.parameters for p in players):
             raise ConfigError("objective: produced no trainable parameters")
-        optimizers = self._optimizers(players)
-        ema = EMA(model, cfg.ema, skip=model.objective.unaveraged(model), rampup=cfg.ema_rampup) \
-            if cfg.ema > 0 else None
         train, labels = data.train_rows, data.train_labels  # image data: uint8, converted per batch
         if dist.world > 1:
             train, labels = train[dist.rank::dist.world], None if labels is None else labels[dist.rank::dist.world]
-        stream = BatchStream(train, labels, cfg.batch_size, generator)
-        history, start_step = History(), 0
-        if self.resume is not None:
-            start_step = self._restore(dist, model, optimizers, ema, stream, history)
-        log = MetricLog(self.out_dir, keep=len(history.records)) if self.out_dir is not None and dist.is_main else None
-        start = time.perf_counter()
-        progress = progress_bar(cfg.steps, self.label, cfg.progress and dist.is_main, initial=start_step)
-        running: dict[str, float] = {}
-        autocast = cfg.precision == "bfloat16"
-        for step in range(start_step, cfg.steps):
-            for player, optimizer in zip(players, optimizers):
-                if step % player.every:
-                    continue
-                for _ in range(player.repeats):
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                        loss = player.loss(next(stream).to(device), generator).float()
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"training diverged: {player.name} loss is {float(loss.detach())} "
-                                                 f"at step {step}")
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    loss = dist.average(player.parameters, loss)
-                    if cfg.grad_clip is not None:
-                        nn.utils.clip_grad_norm_(player.parameters, cfg.grad_clip)
-                    for group in optimizer.param_groups:
-                        group["lr"] = group["base_lr"] * self._lr_scale(step)
-                    optimizer.step()
-                    running[player.name] = loss.detach()
-            if ema is not None:
-                ema.update(step + 1)  # a function of the step alone: resume is exact
-            done = step + 1
-            if step % cfg.log_every == 0 or done == cfg.steps:
-                record = {"step": step, **{f"loss/{k}": float(v) for k, v in running.items()},
-                          "seconds": time.perf_counter() - start}
-                history.records.append(record)
-                if log is not None:
-                    log.append(record)
-            if cfg.eval_every and done % cfg.eval_every == 0:
-                self._evaluate(dist, model, ema, data, done, history, log)
+        with accelerated(model, cfg, data.event_shape, device, report=dist.is_main):
+            run = _Run(dist=dist, device=device, players=players, optimizers=self._optimizers(players),
+                       scalers=[torch.amp.GradScaler(device.type, enabled=cfg.precision == "float16")
+                                for _ in players],
+                       ema=EMA(model, cfg.ema, skip=model.objective.unaveraged(model), rampup=cfg.ema_rampup)
+                       if cfg.ema > 0 else None,
+                       stream=make_stream(train, labels, cfg.batch_size, generator, cfg.workers, device),
+                       generator=generator,
+                       flags=torch.zeros(len(players), dtype=torch.bool, device=device))
+            start_step = self._restore(run) if self.resume is not None else 0
+            run.checked = start_step
+            run.losses = [dist.data_parallel(p, cfg.find_unused_parameters) for p in players]
+            run.log = MetricLog(self.out_dir, keep=len(run.history.records)) \
+                if self.out_dir is not None and dist.is_main else None
+            start = time.perf_counter()
+            progress = progress_bar(cfg.steps, self.label, cfg.progress and dist.is_main, initial=start_step)
+            for step in range(start_step, cfg.steps):
+                self._step(run, step)
+                done = step + 1
+                logging = step % cfg.log_every == 0 or done == cfg.steps
+                evaluating = bool(cfg.eval_every) and done % cfg.eval_every == 0
+                saving = bool(cfg.checkpoint_every) and (done % cfg.checkpoint_every == 0 or done == cfg.steps)
+                if logging or evaluating or saving:
+                    losses = self._check(run, step)
+                    if logging:
+                        self._record(run, {"step": step, **{f"loss/{k}": v for k, v in losses.items()},
+                                           "seconds": time.perf_counter() - start})
+                        if progress is not None:
+                            progress.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
+                if evaluating:
+                    self._evaluate(run, data, done)
+                if progress is not None:
+                    progress.update(1)
+                if saving:
+                    self._checkpoint(run, done)
             if progress is not None:
-                progress.update(1)
-                if step % 10 == 0:
-                    progress.set_postfix({k: f"{float(v):.4g}" for k, v in running.items()}, refresh=False)
-            if cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-                self._checkpoint(dist, model, optimizers, ema, stream, history, done)
-        if progress is not None:
-            progress.close()
-        if ema is not None:
-            ema.copy_to(model)
-        history.seconds = time.perf_counter() - start
-        history.prepare_seconds = prepare_seconds
+                progress.close()
+            if run.ema is not None:
+                run.ema.copy_to(model)
+        run.history.seconds = time.perf_counter() - start
+        run.history.prepare_seconds = prepare_seconds
         dist.close()
-        return history
+        return run.history
+
+    def _step(self, run: "_Run", step: int) -> None:
+        """One training iteration: every player due at ``step`` takes its ``repeats`` optimiser steps, then the
+        EMA averages the weights in. Nothing here reads a value back from the device."""
+        cfg, k = self.config, self.config.accumulate
+        low = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.precision)
+        lr_scale = self._lr_scale(step)
+        for index, (player, optimizer, scaler, compute) in enumerate(zip(run.players, run.optimizers, run.scalers,
+                                                                         run.losses)):
+            if step % player.every:
+                continue
+            for _ in range(player.repeats):
+                total = None
+                for micro in range(k):
+                    batch = _to_device(next(run.stream), run.device)
+                    if cfg.channels_last:
+                        batch = channels_last_batch(batch)
+                    last = micro == k - 1
+                    with (contextlib.nullcontext() if last else run.dist.no_sync(compute)), \
+                            torch.autocast(run.device.type, dtype=low, enabled=low is not None):
+                        loss = compute(batch, run.generator)
+                    if micro == 0:  # after the forward, not before: fewer page faults (docs/benchmarks/engine.md)
+                        optimizer.zero_grad(set_to_none=True)
+                    loss = loss.to(torch.promote_types(loss.dtype, torch.float32))
+                    backward = scaler.scale(loss / k).backward
+                    if last:
+                        run.dist.average(backward)  # DDP averages the accumulated gradients over ranks
+                    else:
+                        backward()
+                    total = loss.detach() if total is None else total + loss.detach()
+                if run.dist.enabled and not cfg.find_unused_parameters:
+                    _check_reached(player, step)
+                if cfg.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(player.parameters, cfg.grad_clip)
+                for group in optimizer.param_groups:
+                    group["lr"] = group["base_lr"] * lr_scale
+                scaler.step(optimizer)
+                scaler.update()
+                mean = total / k
+                run.running[player.name] = mean
+                run.flags[index].logical_or_(mean.isfinite().logical_not_())
+        if run.ema is not None:
+            run.ema.update(step + 1)  # a function of the step alone: resume is exact
+
+    def _check(self, run: "_Run", step: int) -> dict[str, float]:
+        """The players' latest losses, averaged over ranks, read from the device in one transfer together with
+        the NaN/Inf flags raised since the last check; a raised flag ends training here."""
+        names = list(run.running)
+        values = run.dist.mean(torch.cat([*(run.running[n].double().reshape(1) for n in names),
+                                          run.flags.double()])).tolist()
+        for player, flag in zip(run.players, values[len(names):]):
+            if flag > 0:
+                raise FloatingPointError(f"training diverged: {player.name} loss was NaN or Inf at a step in "
+                                         f"{run.checked}..{step} (losses are checked when logging, every "
+                                         f"train.log_every = {self.config.log_every} steps, evaluating and "
+                                         "checkpointing); try a smaller train.lr")
+        run.checked = step + 1
+        return dict(zip(names, values[:len(names)]))
+
+    def _record(self, run: "_Run", record: dict[str, Any]) -> None:
+        run.history.records.append(record)
+        if run.log is not None:
+            run.log.append(record)
 
     # -- evaluation ----------------------------------------------------------------------------------
-    def _evaluate(self, dist: DistContext, model: nn.Module, ema: EMA | None, data: Dataset, step: int,
-                  history: History, log: MetricLog | None) -> None:
+    def _evaluate(self, run: "_Run", data: Dataset, step: int) -> None:
         """Run the evaluator with the EMA weights on rank 0 (sampling consumes no training randomness)."""
-        if not dist.is_main:
+        if not run.dist.is_main:
             return
-        with _SwapIn(model, ema):
-            metrics = (self.evaluate or self._default_evaluate)(model, step)
-        record = {"step": step, **{f"eval/{k}": float(v) for k, v in metrics.items()}}
-        history.records.append(record)
-        if log is not None:
-            log.append(record)
+        with _SwapIn(self.model, run.ema):
+            metrics = (self.evaluate or self._default_evaluate)(self.model, step)
+        self._record(run, {"step": step, **{f"eval/{k}": float(v) for k, v in metrics.items()}})
 
     def _default_evaluate(self, model: nn.Module, step: int) -> dict[str, float]:
         """Sliced W2 of ``eval_samples`` samples (seed 0, the config's sampling steps) to the test split;
-        the samples are saved as ``snapshots/step_<k>.npy`` in the run folder."""
+        the samples are saved as ``snapshots/step_<k>.npy`` in the run folder with their picture
+        ``step_<k>.png`` (an image grid, or a scatter over the data)."""
         from diffflow_core.metrics import sliced_wasserstein
 
         if not hasattr(model, "sample"):
@@ -303,6 +376,9 @@ class Trainer:
             folder = self.out_dir / "snapshots"
             folder.mkdir(parents=True, exist_ok=True)
             np.save(folder / f"step_{step:07d}.npy", samples.float().numpy())
+            from diffflow_core.evaluation import draw_snapshot
+
+            draw_snapshot(model, samples, folder / f"step_{step:07d}.png", title=f"step {step}")
         test = model.data.test if getattr(model, "data", None) is not None else None
         if test is None:
             return {}
@@ -310,31 +386,33 @@ class Trainer:
         return {"sliced_w2": sliced_wasserstein(samples[:n].flatten(1).float(), test[:n].flatten(1).float())}
 
     # -- checkpoints ---------------------------------------------------------------------------------
-    def _checkpoint(self, dist: DistContext, model: nn.Module, optimizers: list, ema: EMA | None,
-                    stream: BatchStream, history: History, step: int) -> None:
+    def _checkpoint(self, run: "_Run", step: int) -> None:
         """Atomically write ``out_dir/checkpoint.pt``: a loadable model (EMA weights) plus the training state."""
         from diffflow_core.checkpoint import atomic_save, model_payload
 
-        rng = dist.gather({"torch": torch.get_rng_state(), "stream": stream.state_dict(),
+        dist, model = run.dist, self.model
+        rng = dist.gather({"torch": torch.get_rng_state(), "stream": run.stream.state_dict(),
                            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []})
         if not dist.is_main:
             dist.barrier()
             return
         raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        with _SwapIn(model, ema):
+        with _SwapIn(model, run.ema):
             payload = model_payload(model)
         payload["train_state"] = {
             "step": step, "world_size": dist.world, "raw_state_dict": raw,
-            "optimizers": [o.state_dict() for o in optimizers],
-            "ema": ema.shadow if ema is not None else None, "rng": rng, "history": history.records,
+            "optimizers": [o.state_dict() for o in run.optimizers],
+            "scalers": [s.state_dict() for s in run.scalers],
+            "ema": run.ema.shadow if run.ema is not None else None, "rng": rng, "history": run.history.records,
         }
         atomic_save(payload, self.out_dir / CHECKPOINT)
         dist.barrier()
 
-    def _restore(self, dist: DistContext, model: nn.Module, optimizers: list, ema: EMA | None,
-                 stream: BatchStream, history: History) -> int:
+    def _restore(self, run: "_Run") -> int:
+        """Load the checkpoint's training state into ``run`` and the model; returns its step."""
         from diffflow_core.checkpoint import load_state, read_checkpoint
 
+        dist, ema = run.dist, run.ema
         payload = read_checkpoint(self.resume, map_location="cpu")
         state = payload.get("train_state")
         if state is None:
@@ -345,15 +423,18 @@ class Trainer:
         if state["world_size"] != dist.world:
             raise CheckpointError(f"resume: {self.resume} was written by {state['world_size']} process(es), "
                                   f"this run has {dist.world}")
-        load_state(model, state["raw_state_dict"], str(self.resume))
-        if len(state["optimizers"]) != len(optimizers):
+        load_state(self.model, state["raw_state_dict"], str(self.resume))
+        if len(state["optimizers"]) != len(run.optimizers):
             raise CheckpointError(f"resume: {self.resume} has {len(state['optimizers'])} optimiser(s), "
-                                  f"this objective has {len(optimizers)}")
-        for optimizer, saved in zip(optimizers, state["optimizers"]):
+                                  f"this objective has {len(run.optimizers)}")
+        for optimizer, saved in zip(run.optimizers, state["optimizers"]):
             base_lrs = [group["base_lr"] for group in optimizer.param_groups]
             optimizer.load_state_dict(saved)
             for group, base_lr in zip(optimizer.param_groups, base_lrs):  # the config's rates, old checkpoints too
                 group["base_lr"] = base_lr
+        for scaler, saved in zip(run.scalers, state.get("scalers") or []):  # float16's loss scales
+            if saved:
+                scaler.load_state_dict(saved)
         if ema is not None and state["ema"] is not None:
             for key, value in state["ema"].items():
                 if key in ema.shadow:  # checkpoints from before frozen parameters were skipped hold them too
@@ -364,9 +445,54 @@ class Trainer:
         torch.set_rng_state(mine["torch"])
         if mine["cuda"]:
             torch.cuda.set_rng_state_all(mine["cuda"])
-        stream.load_state_dict(mine["stream"])
-        history.records.extend(state["history"])
+        run.stream.load_state_dict(mine["stream"])
+        run.history.records.extend(state["history"])
         return int(state["step"])
+
+
+@attrs.define(eq=False)
+class _Run:
+    """The state of one ``fit``: what it trains, with what, and what it has logged and not yet checked."""
+
+    dist: DistContext
+    device: torch.device
+    players: list[Player]
+    optimizers: list[torch.optim.Optimizer]
+    #: one per player; disabled (a pass-through) unless ``train.precision`` is float16
+    scalers: list[torch.amp.GradScaler]
+    ema: EMA | None
+    stream: BatchStream | LoaderStream
+    generator: torch.Generator
+    #: per player: whether a loss was NaN/Inf since the last check (on the device)
+    flags: Tensor
+    #: per player: what computes its loss (the loss itself, or its DDP under torchrun)
+    losses: list[Callable[[Batch, torch.Generator], Tensor]] = attrs.Factory(list)
+    #: per player name: the mean loss of its last optimiser step (on the device)
+    running: dict[str, Tensor] = attrs.Factory(dict)
+    history: History = attrs.Factory(History)
+    log: MetricLog | None = None
+    #: the first step the next check covers
+    checked: int = 0
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    """``batch`` on ``device``; from the CPU to a GPU through pinned memory, without waiting for the copy (a plain
+    copy from pageable memory would make the host wait for the GPU every step)."""
+    if device.type != "cuda" or batch.x.device.type != "cpu":
+        return batch.to(device)
+    y = None if batch.y is None else batch.y.pin_memory().to(device, non_blocking=True)
+    return Batch(batch.x.pin_memory().to(device, non_blocking=True), y)
+
+
+def _check_reached(player: Player, step: int) -> None:
+    """Under DDP without ``find_unused_parameters`` every parameter of a player must get a gradient: DDP would
+    otherwise wait for it and average none of its bucket. A host-side check of the ``grad`` fields (no device
+    transfer), so the mistake is one line naming the player instead of a hang or a later internal error."""
+    missing = sum(p.grad is None for p in player.parameters)
+    if missing:
+        raise ConfigError(f"train.find_unused_parameters: player {player.name!r} left {missing} of its "
+                          f"{len(player.parameters)} parameters without a gradient at step {step}; under torchrun "
+                          "expected every parameter in its loss, or set find_unused_parameters = true")
 
 
 def _fusable(params: list[Tensor]) -> bool | None:
