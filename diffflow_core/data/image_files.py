@@ -21,8 +21,8 @@ from diffflow_core.data.base import read_npy
 from diffflow_core.data.safe_pickle import load_pickle
 from diffflow_core.errors import ConfigError
 
-__all__ = ["IMAGE_SUFFIXES", "as_nchw", "check_labels", "read_cifar10", "read_image_arrays", "read_image_folder",
-           "read_mnist_idx", "read_torch_dataset"]
+__all__ = ["IMAGE_SUFFIXES", "as_nchw", "check_labels", "item_pixels", "split_item", "read_cifar10",
+           "read_image_arrays", "read_image_folder", "read_mnist_idx", "read_torch_dataset"]
 
 #: uint8 images [N, C, H, W] and their int64 labels [N] (None when unlabelled)
 Pixels = tuple[np.ndarray, "np.ndarray | None"]
@@ -258,7 +258,7 @@ def read_image_arrays(path: Path) -> tuple[Pixels, Pixels | None]:
 
 
 # -- any map-style torch Dataset ---------------------------------------------------------------------------------
-def _item_pixels(image: Any, where: str) -> np.ndarray:
+def item_pixels(image: Any, where: str) -> np.ndarray:
     """One image (a PIL image, an array or a tensor) as uint8; float tensors/arrays must lie in [0, 1]."""
     from PIL import Image
 
@@ -273,6 +273,13 @@ def _item_pixels(image: Any, where: str) -> np.ndarray:
     return array
 
 
+def split_item(item: Any, where: str) -> tuple[np.ndarray, Any]:
+    """A torch Dataset's item, an image or an ``(image, label)`` pair, as ``(uint8 pixels, label or None)``."""
+    pair = isinstance(item, (tuple, list)) and len(item) == 2
+    image, label = item if pair else (item, None)
+    return item_pixels(image, where), label
+
+
 def read_torch_dataset(dataset: Any) -> Pixels:
     """Every item of a map-style ``torch.utils.data.Dataset``: images, or ``(image, label)`` pairs."""
     where = f"data: {type(dataset).__name__}"
@@ -280,10 +287,8 @@ def read_torch_dataset(dataset: Any) -> Pixels:
         raise ConfigError(f"{where}: expected a map-style Dataset (with __len__ and __getitem__), not an iterable one")
     images, labels = [], []
     for i in range(len(dataset)):
-        item = dataset[i]
-        pair = isinstance(item, (tuple, list)) and len(item) == 2
-        image, label = item if pair else (item, None)
-        images.append(_item_pixels(image, f"{where}[{i}]"))
+        image, label = split_item(dataset[i], f"{where}[{i}]")
+        images.append(image)
         labels.append(label)
     if not images:
         raise ConfigError(f"{where}: is empty; expected images or (image, label) pairs")

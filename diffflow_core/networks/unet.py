@@ -39,6 +39,9 @@ class UNet(nn.Module):
     by ``2^(len(mult) - 1)``. ``blocks`` residual blocks per level on each path, ``dropout`` inside blocks.
     """
 
+    #: The constructor arguments at which ``diffflow list networks`` measures it (MNIST padded to 32x32, as GPM).
+    EXAMPLE = {"in_shape": (1, 32, 32)}
+
     def __init__(self, in_shape: tuple[int, ...] = (1, 28, 28), out_shape: tuple[int, ...] | None = None,
                  time_conditioned: bool = True, num_classes: int | None = None, channels: int = 32,
                  mult: tuple[int, ...] = (1, 2, 2), blocks: int = 1, dropout: float = 0.0,
