@@ -1,11 +1,12 @@
 """Data-parallel training under torchrun (2 gloo processes): identical parameters, one checkpoint."""
-import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import tinymodel  # noqa: E402
 
 SCRIPT = textwrap.dedent("""
     import os, sys
@@ -30,10 +31,7 @@ def test_two_gloo_ranks_end_identical_and_write_one_checkpoint(tmp_path):
     script = tmp_path / "ddp_train.py"
     out = tmp_path / "run"
     script.write_text(SCRIPT.format(tests=str(Path(__file__).parent), out=str(out)))
-    torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = tinymodel.torchrun(script, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a = torch.load(out / "rank0.pt", weights_only=True)
     b = torch.load(out / "rank1.pt", weights_only=True)

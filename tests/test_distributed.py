@@ -1,13 +1,14 @@
 """Data-parallel training through DDP under torchrun (2 gloo processes): the presets' players (EDM's one, a GAN's
 two) end with identical parameters on both ranks, resume is exact, gradient accumulation uses DDP's no_sync, and
 a player's parameter its loss leaves without a gradient is a one-line error unless find_unused_parameters."""
-import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import tinymodel  # noqa: E402
 
 SCRIPT = textwrap.dedent("""
     import os, sys
@@ -80,10 +81,7 @@ SCRIPT = textwrap.dedent("""
 def test_two_ranks_train_edm_and_gan_to_identical_parameters_and_resume_exactly(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
-    torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script)], env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = tinymodel.torchrun(script, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a = torch.load(tmp_path / "rank0.pt", weights_only=True)
     b = torch.load(tmp_path / "rank1.pt", weights_only=True)

@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+import tinymodel  # noqa: E402
+
 TOML = """
 preset = "rectified-flow"
 [flow.network]
@@ -213,11 +216,8 @@ DDP_SCRIPT = textwrap.dedent("""
 def test_a_stalled_ddp_rank_ends_the_others_within_the_timeout_and_is_named(tmp_path):
     script = tmp_path / "stall.py"
     script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent)))
-    torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DIFFFLOW_DDP_TIMEOUT": "2"}
     start = time.monotonic()
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = tinymodel.torchrun(script, timeout=120, DIFFFLOW_DDP_TIMEOUT="2")
     assert proc.returncode != 0
     assert time.monotonic() - start < 60  # gloo's default would wait 30 minutes
     message = next((line for line in proc.stderr.splitlines() if "CollectiveTimeout: distributed:" in line),

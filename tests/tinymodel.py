@@ -61,3 +61,17 @@ def config(steps: int = 30, **train) -> dict:
             "data": {"name": "ring5", "n_train": 512, "n_test": 256},
             "train": {"steps": steps, "batch_size": 32, "lr": 1e-3, "progress": False, "log_every": 1, **train},
             "sample": {"steps": 4, "n": 64}}
+
+
+def torchrun(script, timeout: float, **env: str):
+    """Run ``script`` as two gloo ranks under ``torchrun --standalone`` (one thread each, ``env`` added); the
+    finished process with its captured output."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    launcher = Path(sys.executable).with_name("torchrun")
+    return subprocess.run([str(launcher), "--standalone", "--nproc_per_node=2", str(script)],
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **env}, capture_output=True, text=True,
+                          timeout=timeout)

@@ -37,6 +37,7 @@ from torch.nn import functional as F
 from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_core.networks.conditioning import Conditioning
+from diffflow_core.networks.unet import image_shapes
 
 __all__ = ["SongUNet"]
 
@@ -130,24 +131,15 @@ class SongUNet(nn.Module):
                  heads: int = 1, dropout: float = 0.13, time_embedding: str = "positional",
                  embedding_dim: int | None = None, fourier_scale: float = 16.0, emb_mult: int = 4) -> None:
         super().__init__()
-        in_shape = tuple(in_shape)
-        out_shape = tuple(out_shape) if out_shape is not None else in_shape
-        if len(in_shape) != 3:
-            raise ConfigError(f"in_shape: the U-Net expects images (C, H, W), got {in_shape}")
-        if len(out_shape) != 3 or out_shape[1:] != in_shape[1:]:
-            raise ConfigError(f"out_shape: expected (C, {in_shape[1]}, {in_shape[2]}), got {out_shape}")
         mult = tuple(mult)
         if not mult:
             raise ConfigError(f"mult: expected a non-empty list of positive integers, got {mult!r}")
         for m in mult:
             check.positive_int("mult", m, expected=f"a non-empty list of positive integers; {mult!r} holds")
+        in_shape, out_shape = image_shapes(in_shape, out_shape, len(mult))
         for field, value in (("channels", channels), ("blocks", blocks), ("heads", heads), ("emb_mult", emb_mult)):
             check.positive_int(field, value)
         check.in_range("dropout", dropout, 0, 1)
-        factor = 2 ** (len(mult) - 1)
-        if in_shape[1] % factor or in_shape[2] % factor:
-            raise ConfigError(f"mult: {len(mult)} levels need H and W divisible by {factor}; the images are "
-                              f"{in_shape[1]}x{in_shape[2]}")
         heights = [in_shape[1] >> level for level in range(len(mult))]
         attention = tuple(attention)
         for res in attention:

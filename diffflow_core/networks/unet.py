@@ -15,6 +15,22 @@ def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(8, channels), channels)
 
 
+def image_shapes(in_shape: tuple[int, ...], out_shape: tuple[int, ...] | None,
+                 levels: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A U-Net's ``(in_shape, out_shape)`` checked: images ``(C, H, W)`` in, the same ``H, W`` out (``out_shape``
+    None: the input's), ``H`` and ``W`` divisible by ``2^(levels - 1)`` for ``levels`` resolutions."""
+    in_shape = tuple(in_shape)
+    out_shape = tuple(out_shape) if out_shape is not None else in_shape
+    if len(in_shape) != 3:
+        raise ConfigError(f"in_shape: the U-Net expects images (C, H, W), got {in_shape}")
+    if len(out_shape) != 3 or out_shape[1:] != in_shape[1:]:
+        raise ConfigError(f"out_shape: expected (C, {in_shape[1]}, {in_shape[2]}), got {out_shape}")
+    factor = 2 ** (levels - 1)
+    if levels < 1 or in_shape[1] % factor or in_shape[2] % factor:
+        raise ConfigError(f"mult: {levels} levels need H and W divisible by {factor}, got {in_shape[1:]}")
+    return in_shape, out_shape
+
+
 class ResBlock(nn.Module):
     """``x + conv(drop(act(norm(conv(act(norm(x))) + emb))))``, with a 1x1 skip when channels change."""
 
@@ -47,15 +63,7 @@ class UNet(nn.Module):
                  mult: tuple[int, ...] = (1, 2, 2), blocks: int = 1, dropout: float = 0.0,
                  time_embedding: str = "fourier", embedding_dim: int = 128, fourier_scale: float = 16.0) -> None:
         super().__init__()
-        in_shape = tuple(in_shape)
-        out_shape = tuple(out_shape) if out_shape is not None else in_shape
-        if len(in_shape) != 3:
-            raise ConfigError(f"in_shape: the U-Net expects images (C, H, W), got {in_shape}")
-        if len(out_shape) != 3 or out_shape[1:] != in_shape[1:]:
-            raise ConfigError(f"out_shape: expected (C, {in_shape[1]}, {in_shape[2]}), got {out_shape}")
-        factor = 2 ** (len(mult) - 1)
-        if not mult or in_shape[1] % factor or in_shape[2] % factor:
-            raise ConfigError(f"mult: {len(mult)} levels need H and W divisible by {factor}, got {in_shape[1:]}")
+        in_shape, out_shape = image_shapes(in_shape, out_shape, len(mult))
         if channels < 1 or blocks < 1 or not 0 <= dropout < 1:
             raise ConfigError(f"channels/blocks/dropout: expected positive, positive, [0, 1); got "
                               f"{channels}, {blocks}, {dropout}")

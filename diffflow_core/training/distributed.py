@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import gc
 import math
 import os
 from typing import Any, Callable, ContextManager, TypeVar
@@ -184,7 +185,11 @@ class DistContext:
             self._collective("barrier", self.dist.barrier)
 
     def close(self) -> None:
+        """Destroy the process group this context created, once every rank got here (a rank that destroyed it
+        while another still waited in a collective would abort that one) and no DDP holds it any more."""
         if self.owns_group:
+            gc.collect()  # reducers of released DDPs, whose destructors still talk to the group
+            self.barrier()
             self.dist.destroy_process_group()
 
 

@@ -285,6 +285,7 @@ class Trainer:
                 run.ema.copy_to(model)
         run.history.seconds = time.perf_counter() - start
         run.history.prepare_seconds = prepare_seconds
+        run.losses.clear()  # the players' DDPs hold the process group: released before it is destroyed
         dist.close()
         return run.history
 
