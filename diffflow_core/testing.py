@@ -22,14 +22,14 @@ from typing import Callable, Iterator, Sequence
 import attrs
 import pytest
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from diffflow_core import plugins
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Flow, SamplingContext, Solution, Solver
 
-__all__ = ["fresh_plugins", "Problem", "Decay", "decay_problem", "Rotation", "rotation_problem", "fitted_slope", "fitted_order", "check_flow",
-           "check_solver"]
+__all__ = ["fresh_plugins", "AnalyticNetwork", "Problem", "Decay", "decay_problem", "Rotation", "rotation_problem",
+           "fitted_slope", "fitted_order", "check_flow", "check_solver"]
 
 
 @pytest.fixture
@@ -38,6 +38,18 @@ def fresh_plugins() -> Iterator:
     use) for one test; the previous manager comes back afterwards (:func:`diffflow_core.plugins.isolated`)."""
     with plugins.isolated():
         yield plugins
+
+
+class AnalyticNetwork(nn.Module):
+    """A network given by a formula ``fn(x, t)`` with ``t`` shaped ``[N, 1]``: a flow built on it has a closed-form
+    drift (an exact denoiser, velocity or log-ratio), against which compositions and maps are tested."""
+
+    def __init__(self, fn: Callable[[Tensor, Tensor], Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.fn(x, t.reshape(-1, 1))
 
 
 class Decay(Flow):

@@ -5,13 +5,14 @@ import math
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from diffflow_core import build
 from diffflow_core.compose import ComposedFlow, ImpliedDenoiser
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import Flow, SamplingContext
 from diffflow_core.plugins import registry
+from diffflow_core.testing import AnalyticNetwork
 
 C2 = 0.7 ** 2  # data law N(0, C2 I) of the analytic fields
 TINY = {"name": "mlp", "hidden": 16, "depth": 2}
@@ -32,16 +33,6 @@ class GaussianScore(Flow):
         return math.sqrt(2.0) if self.noise else 0.0
 
 
-class Field(nn.Module):
-    """An analytic network ``fn(x, t)`` (the flows call ``net(x, t)`` without preconditioning)."""
-
-    def __init__(self, fn) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.fn(x, t.reshape(-1, 1))
-
 
 def gaussian_denoiser(x: Tensor, sigma: Tensor) -> Tensor:
     """``E[y | y + sigma eps = x]`` for ``y ~ N(0, C2 I)``."""
@@ -60,7 +51,7 @@ def rf_flow(network) -> Flow:
 def exact_rf() -> Flow:
     """Rectified flow's optimum for N(0, C2 I) data: ``f = (E[y | x_t] - x_t) / (1 - t)``, ``x_t / t = y + sigma eps``
     with ``sigma = (1 - t) / t`` (SPEC §4.1)."""
-    return rf_flow(Field(lambda x, t: (gaussian_denoiser(x / t, (1 - t) / t) - x) / (1 - t)))
+    return rf_flow(AnalyticNetwork(lambda x, t: (gaussian_denoiser(x / t, (1 - t) / t) - x) / (1 - t)))
 
 
 def compose(terms, event_shape=(2,)) -> ComposedFlow:
@@ -116,9 +107,10 @@ def test_a_noise_mapped_term_is_the_same_flow_on_the_edm_axis(term):
         vp = registry("flows").create("score", parameterisation="vp", precondition=False, network=TINY,
                                       event_shape=(2,))
         schedule = vp.schedule
-        vp.net = Field(lambda x, t: schedule.std(t) * x / (schedule.alpha(t) ** 2 * C2 + schedule.std(t) ** 2))
+        vp.net = AnalyticNetwork(lambda x, t: schedule.std(t) * x
+                                 / (schedule.alpha(t) ** 2 * C2 + schedule.std(t) ** 2))
         other = vp
-    exact_edm = edm_flow(Field(gaussian_denoiser))
+    exact_edm = edm_flow(AnalyticNetwork(gaussian_denoiser))
     composite = compose([{"flow": exact_edm, "weight": 0.0}, {"flow": other, "time": "noise"}])
     x = torch.randn(len(SIGMAS), 2, generator=torch.Generator().manual_seed(1)) * 3
     expected = (x - gaussian_denoiser(x, SIGMAS[:, None])) / SIGMAS[:, None]

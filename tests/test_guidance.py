@@ -6,26 +6,19 @@ import math
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from diffflow_core import build
 from diffflow_core.compose import ComposedFlow
 from diffflow_core.errors import ConfigError
 from diffflow_core.interfaces import SamplingContext
 from diffflow_core.plugins import registry
+from diffflow_core.testing import AnalyticNetwork
 from diffflow_discriminator.guidance import GuidanceCorrection
 
 TINY = {"name": "mlp", "hidden": 32, "depth": 2}
 C_BASE, C_DATA = 0.7 ** 2, 1.3 ** 2  # the base samples N(0, C_BASE I), the data is N(0, C_DATA I)
 
-
-class Field(nn.Module):
-    def __init__(self, fn) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.fn(x, t.reshape(-1, 1))
 
 
 def denoiser(c: float):
@@ -45,12 +38,12 @@ def exact_ratio(x: Tensor, noise_input: Tensor) -> Tensor:
 
 def edm(c: float):
     return registry("flows").create("score", parameterisation="edm", precondition=False,
-                                    network=Field(denoiser(c)), event_shape=(2,))
+                                    network=AnalyticNetwork(denoiser(c)), event_shape=(2,))
 
 
 def test_exact_correction_turns_the_base_flow_into_the_data_flow():
     """(G1) with the optimal discriminator: ``v_base + c`` is the data's PF-ODE drift at every noise level."""
-    correction = GuidanceCorrection(Field(exact_ratio), event_shape=(2,))
+    correction = GuidanceCorrection(AnalyticNetwork(exact_ratio), event_shape=(2,))
     guided = ComposedFlow([{"flow": edm(C_BASE)}, {"flow": correction, "time": "noise"}])
     x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
     for sigma in (0.05, 0.5, 3.0, 20.0):
@@ -62,13 +55,13 @@ def test_exact_correction_turns_the_base_flow_into_the_data_flow():
 
 def rectified(c: float):
     """The exact rectified-flow velocity of ``N(0, c I)`` (x_t = t y + (1 - t) eps), through EDM's denoiser."""
-    field = Field(lambda x, t: (denoiser(c)(x / t, (1 - t) / t) - x) / (1 - t))
+    field = AnalyticNetwork(lambda x, t: (denoiser(c)(x / t, (1 - t) / t) - x) / (1 - t))
     return registry("flows").create("velocity", network=field, event_shape=(2,))
 
 
 def test_exact_correction_mapped_onto_a_rectified_flow_clock():
     """The correction lives on EDM's axis; (C1) maps it onto a rectified flow's t, where it again closes the gap."""
-    correction = GuidanceCorrection(Field(exact_ratio), event_shape=(2,))
+    correction = GuidanceCorrection(AnalyticNetwork(exact_ratio), event_shape=(2,))
     guided = ComposedFlow([{"flow": rectified(C_BASE)}, {"flow": correction, "time": "noise"}])
     x = torch.randn(64, 2, generator=torch.Generator().manual_seed(1))
     for t in (0.1, 0.5, 0.9):

@@ -12,7 +12,8 @@ ODE of a score ``s`` is ``dx/dsigma = -sigma s(x; sigma)`` (SPEC §2.2 eq 8), so
 
 a flow that declares EDM's noise level; the guided sampler is the composition ``v_base + w c`` with ``c`` mapped onto
 the base's clock by (C1) (``time = "noise"``) as an added drift, ``c tau' / a`` (the frame's motion ``-a' x / a`` is
-the base's own): an EDM base reads it as it is, a rectified flow or a VP score flow through its ``alpha``, ``sigma``. ``w = 1`` is the exact correction at the optimum; ``w`` may be a schedule.
+the base's own): an EDM base reads it as it is, a rectified flow or a VP score flow through its ``alpha``,
+``sigma``. ``w = 1`` is the exact correction at the optimum; ``w`` may be a schedule.
 """
 from __future__ import annotations
 
@@ -96,7 +97,8 @@ class DiscriminatorGuidanceFlow(ComposedFlow):
         model = Model.load(base)
         if not model.smoother.integrates_flow:
             raise ConfigError(f"base: {base!r} samples through its {type(model.smoother).__name__} smoother, not by "
-                              "solving its flow; expected a model sampled by its solver (a score, velocity or NDM flow)")
+                              "solving its flow; expected a model sampled by its solver (a score, velocity or NDM "
+                              "flow)")
         if noise_level_of(model.flow) is None:
             raise ConfigError(f"base: flow {type(model.flow).__name__} of {base!r} declares no noise level, so the "
                               "noised laws a guidance discriminator compares are undefined; expected a flow on a "
