@@ -150,3 +150,15 @@ def test_forward_flops_count_attention():
     pixels, width = 256, 32
     per_layer = 2 * pixels * width * 4 * width + 2 * 2 * pixels * pixels * width
     assert flops((16,)) - flops(()) == 2 * per_layer
+
+
+@pytest.mark.parametrize("name, shapes", [("dcgan-generator", {"in_shape": (128,), "out_shape": (1, 32, 32)}),
+                                          ("dcgan-discriminator", {"in_shape": (1, 32, 32), "out_shape": ()})])
+def test_dcgan_init_std_is_gpm_s_normal_initialisation(name, shapes):
+    net = build_network({"name": name, "width": 8, "init_std": 0.02}, **shapes)
+    layers = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear))]
+    weights = torch.cat([m.weight.flatten() for m in layers])
+    assert abs(float(weights.std()) - 0.02) < 0.002 and abs(float(weights.mean())) < 0.002
+    assert all(m.bias is None or not m.bias.any() for m in layers)
+    with pytest.raises(ConfigError, match="init_std"):
+        build_network({"name": name, "width": 8, "init_std": -1.0}, **shapes)

@@ -14,10 +14,11 @@ import math
 import torch
 from torch import Tensor, nn
 
+from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError
 from diffflow_core.networks.conditioning import Conditioning
 
-__all__ = ["DCGANGenerator", "DCGANDiscriminator"]
+__all__ = ["DCGANGenerator", "DCGANDiscriminator", "init_normal"]
 
 
 def _levels(shape: tuple[int, ...], what: str) -> int:
@@ -34,6 +35,19 @@ def _outer_layer_resamples(shape: tuple[int, ...]) -> bool:
     """Whether the layer at full resolution (generator output, discriminator input) changes the resolution:
     from 64x64 on, as GPM's 64x64 DCGAN, so that the widths at 4x4 are those of the 32x32 networks."""
     return shape[1] >= 64
+
+
+def init_normal(module: nn.Module, std: float | None) -> None:
+    """GPM's (and DCGAN's) initialisation when ``std`` is given: the weights of every convolution and linear layer
+    drawn from ``N(0, std^2)``, their biases zero (``std = 0.02`` in GPM's MNIST GANs); torch's default otherwise."""
+    if std is None:
+        return
+    check.positive("init_std", std, expected="a positive standard deviation or None")
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(layer.weight, 0.0, std)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -53,6 +67,7 @@ class DCGANGenerator(nn.Module):
     convolution that makes the last doubling, and ``h = k - 1`` (GPM's 64x64 generator). The linear map is
     GPM's 4x4 transposed convolution of the ``1 x 1`` latent; the convolutions before batch norms keep biases
     (redundant under BN, 448 parameters at ``width=64``) so checkpoints of this layout still load.
+    ``init_std`` (e.g. GPM's 0.02) draws the weights from ``N(0, init_std^2)`` (:func:`init_normal`).
     """
 
     #: The constructor arguments at which ``diffflow list networks`` measures it (GPM's MNIST generator).
@@ -60,7 +75,8 @@ class DCGANGenerator(nn.Module):
 
     def __init__(self, in_shape: tuple[int, ...] = (128,), out_shape: tuple[int, ...] | None = None,
                  time_conditioned: bool = False, num_classes: int | None = None, width: int = 64,
-                 norm: str = "batch", output: str = "tanh", embedding_dim: int = 128) -> None:
+                 norm: str = "batch", output: str = "tanh", embedding_dim: int = 128,
+                 init_std: float | None = None) -> None:
         super().__init__()
         if out_shape is None:
             raise ConfigError("out_shape: the DCGAN generator needs the image shape (C, H, H)")
@@ -85,6 +101,7 @@ class DCGANGenerator(nn.Module):
         if output == "tanh":
             layers.append(nn.Tanh())
         self.body = nn.Sequential(*layers)
+        init_normal(self, init_std)
 
     def forward(self, z: Tensor, t: Tensor | float | None = None, y: Tensor | None = None) -> Tensor:
         features = z.flatten(1)
@@ -104,6 +121,7 @@ class DCGANDiscriminator(nn.Module):
     as its Discriminator Flow). The time/label embedding is added as a per-channel bias after each convolution
     (GPM modulates scale and shift from the same embedding); a linear read-out of the flattened features (GPM's
     final 4x4 valid convolution) gives the logit.
+    ``init_std`` as for the generator.
     """
 
     #: The constructor arguments at which ``diffflow list networks`` measures it (GPM's MNIST discriminator).
@@ -112,7 +130,7 @@ class DCGANDiscriminator(nn.Module):
     def __init__(self, in_shape: tuple[int, ...] = (1, 28, 28), out_shape: tuple[int, ...] | None = (),
                  time_conditioned: bool = False, num_classes: int | None = None, width: int = 64,
                  norm: str = "none", embedding_dim: int = 128, time_embedding: str = "fourier",
-                 fourier_scale: float = 16.0) -> None:
+                 fourier_scale: float = 16.0, init_std: float | None = None) -> None:
         super().__init__()
         self.in_shape = tuple(in_shape)
         self.out_shape = tuple(out_shape) if out_shape is not None else ()
@@ -135,6 +153,7 @@ class DCGANDiscriminator(nn.Module):
         self.act = nn.LeakyReLU(0.2)
         size = self.in_shape[1] // 2**k
         self.readout = nn.Linear(channels * size * size, max(1, math.prod(self.out_shape)))
+        init_normal(self, init_std)
 
     def forward(self, x: Tensor, t: Tensor | float | None = None, y: Tensor | None = None) -> Tensor:
         cond = self.cond(x, t, y)
