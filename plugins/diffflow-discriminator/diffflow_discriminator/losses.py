@@ -19,13 +19,13 @@ from typing import Any, Callable
 import attrs
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from diffflow_core import validation as check
 from diffflow_core.errors import ConfigError, did_you_mean
 from diffflow_core.tensors import draw_noise
 
-__all__ = ["GanLoss", "LOSSES", "DiscriminatorLoss", "get_loss", "gradient_penalty", "r1_penalty"]
+__all__ = ["GanLoss", "LOSSES", "DiscriminatorLoss", "batch_normalised", "get_loss", "gradient_penalty", "r1_penalty"]
 
 Fn = Callable[[Tensor], Tensor]
 
@@ -105,6 +105,15 @@ def r1_penalty(real_logits: Tensor, real: Tensor) -> Tensor:
     return grad.flatten(1).pow(2).sum(1).mean()
 
 
+def batch_normalised(net: nn.Module) -> bool:
+    """Whether ``net`` normalises by batch statistics in training (a batch-norm layer in train mode): its output for
+    a point then depends on the batch the point is in. Such a discriminator is trained on real and fake batches
+    apart (as DCGAN does): the generator's drift evaluates it on fakes alone, and a discriminator trained on joint
+    batches would be normalised by other statistics there (measured: a DCGAN discriminator with batch norm then
+    wins outright and the generator collapses, docs/benchmarks/mnist.md)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in net.modules())
+
+
 @attrs.frozen
 class DiscriminatorLoss:
     """``E[b(f(fake, t))] - E[a(f(real, t))] + gp_weight * GP + r1_weight / 2 * R1``: eq 15 negated plus penalties.
@@ -132,8 +141,11 @@ class DiscriminatorLoss:
         one backward then also reaches whatever made ``fake`` (the GAN's simultaneous updates)."""
         if self.r1_weight:
             real = real.detach().requires_grad_(True)
-        times = None if t is None else torch.cat([t, t])
-        real_logits, logits = flow.logit(torch.cat([real, fake]), times).split(real.shape[0])
+        if batch_normalised(flow.net):  # real and fake apart, as the generator's drift sees the fakes alone
+            real_logits, logits = flow.logit(real, t), flow.logit(fake, t)
+        else:  # one pass over both
+            times = None if t is None else torch.cat([t, t])
+            real_logits, logits = flow.logit(torch.cat([real, fake]), times).split(real.shape[0])
         loss = flow.loss.discriminator_loss(real_logits, logits)
         if self.gp_weight:
             loss = loss + self.gp_weight * gradient_penalty(flow.logit, real, fake, t, generator, self.gp_center)

@@ -83,3 +83,20 @@ def test_unknown_loss_names_the_choices():
         get_loss("hinje")
     with pytest.raises(ConfigError, match="eta"):
         DiscriminatorFlow(network=OptimalLogit(), eta=0.0)
+
+
+@pytest.mark.parametrize("norm", ["batch", "none"])
+def test_a_batch_normalised_discriminator_sees_real_and_fake_batches_apart(norm):
+    """With batch norm the loss is the one of two separate passes (the statistics the generator's drift sees on
+    fakes alone); without it one joint pass gives the same numbers."""
+    from diffflow_discriminator.losses import DiscriminatorLoss, batch_normalised
+
+    torch.manual_seed(0)
+    flow = DiscriminatorFlow(network={"name": "dcgan-discriminator", "width": 4, "norm": norm},
+                             loss="non-saturating", time_conditioned=False, event_shape=(1, 8, 8))
+    real, fake = torch.randn(16, 1, 8, 8), torch.randn(16, 1, 8, 8) + 1.0
+    assert batch_normalised(flow.net) == (norm == "batch")
+    apart = flow.loss.discriminator_loss(flow.logit(real), flow.logit(fake))
+    torch.testing.assert_close(DiscriminatorLoss()(flow, real, fake, None, None), apart)
+    flow.net.eval()
+    assert not batch_normalised(flow.net)
