@@ -170,20 +170,23 @@ class DiscriminatorGuidance(Objective):
         self.samples = check.positive_int("samples", samples, expected="a positive number of base samples")
         self.lr, self.betas = lr, check_betas("betas", betas)
         self.fakes: Tensor | None = None
+        #: ``(ln sigma_low, ln sigma_high)`` of the base's sampling grid, read once in :meth:`prepare`
+        self.log_range: tuple[float, float] | None = None
 
     def prepare(self, model) -> None:
-        """Sample the base ``samples`` times (seeded by ``train.seed``), once."""
+        """Sample the base ``samples`` times (seeded by ``train.seed``) and read its noise range, once."""
         if self.fakes is None:
             seed = model.config.train.seed if model.config is not None else 0
             self.fakes = self.flow.base_samples(self.samples, torch.Generator().manual_seed(seed), model.device)
+            self.log_range = tuple(math.log(s) for s in self.flow.noise_range())
 
     def loss(self, batch: Batch, generator: torch.Generator | None) -> Tensor:
         real = batch.x
         index = torch.randint(len(self.fakes), (len(real),), generator=generator).to(real.device)
         fake = self.fakes[index]
-        low, high = self.flow.noise_range()
+        low, high = self.log_range
         u = draw_noise((2 * len(real),), generator, real, kind="uniform")
-        sigma = torch.exp(math.log(low) + (math.log(high) - math.log(low)) * u)
+        sigma = torch.exp(low + (high - low) * u)
         x = torch.cat([real, fake])
         noised = x + per_sample(sigma, x) * draw_noise(x.shape, generator, x)
         logits = self.flow.correction.logit(noised, sigma)
