@@ -35,6 +35,8 @@ def error_line(capsys) -> str:
     ("train.lr=1e-3", {"train": {"lr": 1e-3}}),
     ("flow.network.hidden=256", {"flow": {"network": {"hidden": 256}}}),
     ("solver.name=heun", {"solver": {"name": "heun"}}),  # a bare word is a string
+    ("flow.data_checkpoint=/runs/edm/checkpoint.pt", {"flow": {"data_checkpoint": "/runs/edm/checkpoint.pt"}}),
+    ("flow.data_checkpoint=../edm.pt", {"flow": {"data_checkpoint": "../edm.pt"}}),
     ('flow.bandwidth=[0.5, 1.0]', {"flow": {"bandwidth": [0.5, 1.0]}}),
     ("train.progress=false", {"train": {"progress": False}}),
     ('data={name = "moons"}', {"data": {"name": "moons"}}),
@@ -43,7 +45,8 @@ def test_set_parses_toml_values_into_nested_overrides(text, expected):
     assert parse_assignment(text) == expected
 
 
-@pytest.mark.parametrize("text", ["train.lr", "=3", "train..lr=1", "train.lr=1e-3 x", "a b=1"])
+@pytest.mark.parametrize("text", ["train.lr", "=3", "train..lr=1", "train.lr=1e-3 x", "a b=1",
+                                  "train.lr=.5"])
 def test_set_refuses_what_is_not_an_assignment(text):
     with pytest.raises(ConfigError, match=r"--set"):
         parse_assignment(text)

@@ -23,7 +23,8 @@ from diffflow_core.runfolder import RESUMABLE, RunFolder
 
 #: What ``diffflow run`` does with no arguments (the preset carries its data, ``ring5``).
 DEFAULT_PRESET = "edm"
-_BARE_WORD = re.compile(r"[A-Za-z_][\w.\-/]*")
+#: An unquoted ``--set`` value taken as a string: a name (``heun``) or a path (``/a/b.pt``, ``./x``, ``~/x``).
+_BARE_WORD = re.compile(r"(?:[A-Za-z_]|\.{0,2}/|~/)[\w.\-/~]*")
 
 
 def add_parser(sub) -> None:
@@ -40,7 +41,7 @@ def model_arguments(p) -> None:
     p.add_argument("--preset", help="a registered preset to start from (see 'diffflow presets')")
     p.add_argument("--data", help="a dataset name or a .npy file [N, *shape] (default: the preset's)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="assignments",
-                   help="override one config value, parsed as TOML (a bare word is a string); repeatable, "
+                   help="override one config value, parsed as TOML (a bare word or path is a string); repeatable, "
                         "e.g. --set train.lr=1e-3 --set flow.network.hidden=256")
     p.add_argument("--steps", type=int, help="training steps (train.steps)")
     p.add_argument("--seed", type=int, help="seed of training and sampling (default: train.seed, 0)")
