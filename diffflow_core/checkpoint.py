@@ -95,13 +95,15 @@ def temp_files(folder: str | os.PathLike) -> list[tuple[Path, int | None]]:
 
 
 def model_payload(model) -> dict[str, Any]:
-    """What a model checkpoint holds: format tag, config, providers' versions, event shape, weights, and small
-    array data (``Dataset.state``), so that the model samples and evaluates without its data file."""
+    """What a model checkpoint holds: format tag, config, providers' versions, event shape, weights, small array
+    data (``Dataset.state``) and the records of the saved models it refers to (:mod:`diffflow_core.references`),
+    so that the model samples and evaluates without its data file and without the files it was built from."""
     config = _storable(model.config.as_dict(), "") if model.config is not None else None
     return {"format": FORMAT, "config": config, "provenance": provenance(config or {}),
             "event_shape": list(model.flow.event_shape),
             "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
-            "data": model.data.state() if model.data is not None else None}
+            "data": model.data.state() if model.data is not None else None,
+            "references": model.references}
 
 
 def _storable(value: Any, where: str) -> Any:

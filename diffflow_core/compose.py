@@ -201,9 +201,9 @@ class ComposedFlow(Flow):
             if not isinstance(path, str) or not path:
                 raise ConfigError(f"{field}.checkpoint: expected a path to a saved model, got {path!r}")
             if path not in loaded:
-                from diffflow_core.model import Model
+                from diffflow_core.references import load_reference
 
-                loaded[path] = Model.load(path).flow
+                loaded[path] = load_reference(path).flow
             return loaded[path]
         if isinstance(term["flow"], Flow):  # from Python, a built flow is a term as it is
             return term["flow"]

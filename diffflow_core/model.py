@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from diffflow_core.config import ComponentSpec, ModelConfig, load_config
-from diffflow_core import validation as check
+from diffflow_core import references, validation as check
 from diffflow_core.data import Dataset, load_dataset
 from diffflow_core.errors import ConfigError, format_bytes
 from diffflow_core.interfaces import (Flow, Objective, SamplingContext, Smoother, Solver, StepInfo, check_steps)
@@ -75,6 +75,8 @@ class Model(nn.Module):
         self.solver = solver
         self.config = config
         self.data = data
+        #: The saved models its components refer to by path, as :mod:`diffflow_core.references` records them.
+        self.references: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def from_config(cls, config: ModelConfig, *, data: Any = None,
@@ -106,7 +108,7 @@ class Model(nn.Module):
         shape = tuple(event_shape) if event_shape is not None else (dataset.event_shape if dataset else None)
         context: dict[str, Any] = {"event_shape": shape, "data": dataset,
                                    "num_classes": dataset.num_classes if dataset is not None else None}
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), references.collecting() as referenced:
             torch.manual_seed(config.train.seed)
             flow = build_component("flows", config.flow, context)
             if shape is not None:
@@ -115,7 +117,9 @@ class Model(nn.Module):
             objective = build_component("objectives", config.objective, context) if config.objective else None
             smoother = build_component("smoothers", config.smoother, context)
             solver = build_component("solvers", config.solver, context)
-        return cls(flow, objective, smoother, solver, config=config, data=dataset)
+        model = cls(flow, objective, smoother, solver, config=config, data=dataset)
+        model.references = referenced
+        return model
 
     @property
     def device(self) -> torch.device:
@@ -230,15 +234,22 @@ class Model(nn.Module):
         save_model(self, path)
 
     @classmethod
+    def rebuild(cls, payload: dict[str, Any]) -> "Model":
+        """The model a checkpoint's ``payload`` (or a reference record) describes, with fresh weights: its config
+        built with its small array data, if stored, and the saved models it refers to rebuilt from its records."""
+        stored = payload.get("data")  # small array data travel with the model (Dataset.state)
+        with references.stored(payload.get("references")):
+            return cls.from_config(load_config(payload["config"]), event_shape=tuple(payload["event_shape"]),
+                                   data=Dataset.from_state(stored) if stored is not None else None)
+
+    @classmethod
     def load(cls, path: str, map_location: str | torch.device = "cpu") -> "Model":
         """The model a checkpoint holds, on the device ``map_location`` names: rebuilt from the stored config on
         the CPU (with the stored small data, if any), the weights copied in, then moved."""
         from diffflow_core.checkpoint import load_state, read_model_checkpoint
 
         payload = read_model_checkpoint(path, map_location)
-        stored = payload.get("data")  # small array data travel with the model (Dataset.state)
-        model = cls.from_config(load_config(payload["config"]), event_shape=tuple(payload["event_shape"]),
-                                data=Dataset.from_state(stored) if stored is not None else None)
+        model = cls.rebuild(payload)
         load_state(model, payload["state_dict"], str(path))
         if isinstance(map_location, (str, torch.device)):
             model.to(map_location)

@@ -18,6 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from diffflow_core import references
 from diffflow_core.errors import ConfigError
 from diffflow_core.runfolder import RESUMABLE, RunFolder
 
@@ -200,8 +201,10 @@ def build_model(args):
 
     set_threads(args.threads)
     device = resolve_device(args.device)
+    records: dict[str, Any] = {}
     if getattr(args, "resume", False):
         config, preset, data = recorded_config(args), None, None
+        records = references.recorded_in(Path(args.out) / "checkpoint.pt")
     else:
         config, preset, data = args.config, args.preset, args.data
         if config is None and preset is None:
@@ -214,7 +217,8 @@ def build_model(args):
             raise ConfigError(f"--data {args.data} contradicts --set data.name={data['name']}; give one of them")
     elif data_settings is not None:  # a data section of the config, changed in place
         overrides["data"] = data_settings
-    model = build(load_config(config, preset=preset, overrides=overrides), data=data, device=device)
+    with references.stored(records):  # a resumed run does not need the files its model was built from
+        model = build(load_config(config, preset=preset, overrides=overrides), data=data, device=device)
     if model.data is None:
         raise ConfigError("data: the config names no data; pass --data NAME or --data FILE.npy")
     return model

@@ -88,9 +88,9 @@ class DistillFlow(Flow):
         if form not in FORMS:
             raise ConfigError(f"form: expected one of {', '.join(FORMS)}, got {form!r}")
         teacher_steps = None if teacher_steps is None else check.positive_int("teacher_steps", teacher_steps)
-        from diffflow_core.model import Model
+        from diffflow_core.references import load_reference
 
-        model = Model.load(teacher)
+        model = load_reference(teacher)
         self.teacher = model.flow.requires_grad_(False)
         self.teacher_solver = model.solver
         self.teacher_steps = teacher_steps if teacher_steps is not None else model.config.sample.steps

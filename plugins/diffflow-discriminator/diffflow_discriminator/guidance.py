@@ -92,9 +92,9 @@ class DiscriminatorGuidanceFlow(ComposedFlow):
                  event_shape: tuple[int, ...] | None = None, data: Any = None, num_classes: int | None = None) -> None:
         if not isinstance(base, str) or not base:
             raise ConfigError(f"base: expected the path of the saved model to guide (a checkpoint), got {base!r}")
-        from diffflow_core.model import Model
+        from diffflow_core.references import load_reference
 
-        model = Model.load(base)
+        model = load_reference(base)
         if not model.smoother.integrates_flow:
             raise ConfigError(f"base: {base!r} samples through its {type(model.smoother).__name__} smoother, not by "
                               "solving its flow; expected a model sampled by its solver (a score, velocity or NDM "

@@ -85,9 +85,9 @@ class ScoreGanFlow(Flow):
         if data_score is not None:  # a ready denoiser (distillation's teacher, diffflow_discriminator.distill)
             self.data_score = data_score
         elif data_checkpoint is not None:
-            from diffflow_core.model import Model
+            from diffflow_core.references import load_reference
 
-            self.data_score = Model.load(data_checkpoint).flow
+            self.data_score = load_reference(data_checkpoint).flow
         else:
             self.data_score = _edm_flow(data_network, self.event_shape)
         self.data_score.requires_grad_(False)
