@@ -14,7 +14,7 @@ markdown table on stdout (docs/compose.md quotes it).
 The ``mnist`` section measures saved MNIST models (the configs of ``benchmarks/configs/mnist-*.toml``) at the same
 budgets: the Fréchet distance in the shipped MNIST classifier's features over its train-vs-test floor, precision and
 recall, and the smallest class share, of ``MNIST_N`` samples (one seed: the classifier's statistics average over the
-images) -> ``harness_mnist.json``.
+images), and test bits/dim (PF-ODE and, for NDM, the NELBO; :func:`_bits_per_dim`) -> ``harness_mnist.json``.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import torch
 
 from diffflow_core import build, registry
 from diffflow_core.commands.bench import output_dir
+from diffflow_core.likelihood import log_prob
 from diffflow_core.model import Model
 
 NFE = (1, 2, 4, 8, 16, 35)
@@ -43,6 +44,7 @@ FAMILIES = {
 DISTILLED = ("edm", "rectified-flow")
 GENERATOR = {"name": "mlp", "hidden": 256, "depth": 3}
 MNIST_N = 500
+LIKELIHOOD_N, LIKELIHOOD_STEPS, NELBO_REPEATS = 64, 64, 16
 
 
 def _trained(name: str, config: dict) -> Model:
@@ -108,7 +110,8 @@ def mnist(checkpoints: list[str]) -> None:
             cells[str(budget)] = {"nfe": samples.nfe, "ratio": q.fd / q.fd_floor, "fd": q.fd, "fd_floor": q.fd_floor,
                              "precision": q.precision, "recall": q.recall, "min_share": min(q.classes.shares)}
             print(name, budget, json.dumps(cells[str(budget)]), flush=True)
-        out[name] = {"checkpoint": checkpoint, "cells": cells}
+        out[name] = {"checkpoint": checkpoint, "cells": cells, **_bits_per_dim(model)}
+        print(name, json.dumps({k: out[name][k] for k in ("ode_bpd", "nelbo_bpd") if k in out[name]}), flush=True)
     path.write_text(json.dumps(out, indent=2))
     print(f"\n| model | {' | '.join(f'NFE {b}' for b in NFE)} |")
     print("|---|" + "---|" * len(NFE))
@@ -116,7 +119,34 @@ def mnist(checkpoints: list[str]) -> None:
         cells = [f"{c['ratio']:.1f} ({c['precision']:.2f} / {c['recall']:.2f})" + ("" if c["nfe"] == b else
                  f" [{c['nfe']}]") if (c := row["cells"].get(str(b))) else "—" for b in NFE]
         print(f"| {name} | {' | '.join(cells)} |")
+    for name, row in out.items():
+        found = [f"{label} {row[key]['mean']:.3f} ± {row[key]['stderr']:.3f}" for key, label in
+                 (("ode_bpd", "PF-ODE"), ("nelbo_bpd", "NELBO")) if key in row]
+        if found:
+            print(f"{name}: bits/dim on {LIKELIHOOD_N} test images, {', '.join(found)}")
     print(f"results: {path}")
+
+
+def _bits_per_dim(model: Model) -> dict[str, dict]:
+    """Test bits/dim of the discrete images (dequantised by one pixel's bin): through the probability-flow ODE
+    (Heun, ``LIKELIHOOD_STEPS`` steps, Hutchinson's trace) where the flow defines one, and the NELBO of an
+    objective that bounds the likelihood (NDM's ``terms``, ``NELBO_REPEATS`` draws per image), with standard
+    errors over the ``LIKELIHOOD_N`` images."""
+    from ndm_quality import bin_width, per_example_nelbo
+
+    test, delta, found = model.data.test[:LIKELIHOOD_N], bin_width(model.data), {}
+
+    def summary(values: torch.Tensor, **extra) -> dict:
+        values = values.double()
+        return {"mean": float(values.mean()), "stderr": float(values.std() / values.numel() ** 0.5),
+                "n": values.numel(), **extra}
+
+    if model.smoother.integrates_flow and model.flow.likelihood is not None:
+        ll = log_prob(model, test, steps=LIKELIHOOD_STEPS, dequantize=delta)
+        found["ode_bpd"] = summary(ll.bpd, steps=LIKELIHOOD_STEPS, nfe=ll.nfe)
+    if hasattr(model.objective, "terms"):
+        found["nelbo_bpd"] = summary(per_example_nelbo(model, test, NELBO_REPEATS, delta), repeats=NELBO_REPEATS)
+    return found
 
 
 def main() -> None:
