@@ -201,7 +201,7 @@ class ComposedFlow(Flow):
             if not isinstance(path, str) or not path:
                 raise ConfigError(f"{field}.checkpoint: expected a path to a saved model, got {path!r}")
             if path not in loaded:
-                from diffflow_core.references import load_reference
+                from diffflow_core.model import load_reference
 
                 loaded[path] = load_reference(path).flow
             return loaded[path]

@@ -256,6 +256,24 @@ class Model(nn.Module):
         return model
 
 
+def load_reference(path: str) -> Model:
+    """The saved model at ``path`` for a component that refers to it (:mod:`diffflow_core.references`): with its
+    weights from the file, or, while a checkpoint that recorded ``path`` is rebuilt, its architecture alone from
+    the record (the weights then come from that checkpoint). The record is collected for the model being built."""
+    from diffflow_core.checkpoint import load_state, read_model_checkpoint
+
+    entry = references.lookup(path)
+    if entry is not None:
+        model = Model.rebuild(entry)
+    else:
+        payload = read_model_checkpoint(path)
+        model = Model.rebuild(payload)
+        load_state(model, payload["state_dict"], str(path))
+        entry = references.record(payload)
+    references.note(path, entry)
+    return model
+
+
 def build(config: str | os.PathLike | dict[str, Any] | ModelConfig | None = None, *, preset: str | None = None,
           data: Any = None, event_shape: tuple[int, ...] | None = None, device: str | torch.device | None = None,
           **overrides: Any) -> Model:

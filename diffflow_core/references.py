@@ -3,10 +3,10 @@ score, a composed term.
 
 Such a component copies the referenced model's flow into its own module tree, so the enclosing model's weights
 hold it. What the weights cannot rebuild is the referenced model's architecture, which lives in that file's
-config. :func:`load_reference` records it while the enclosing model is built (:func:`collecting`); the enclosing
-checkpoint stores the record (``references``) and :meth:`Model.load <diffflow_core.model.Model.load>` replays it
-(:func:`stored`), so a saved model loads, samples and resumes after the files it was built from have moved or
-gone, from any working directory.
+config. :func:`diffflow_core.model.load_reference` records it while the enclosing model is built
+(:func:`collecting`, :func:`note`); the enclosing checkpoint stores the record (``references``) and
+:meth:`Model.load <diffflow_core.model.Model.load>` replays it (:func:`stored`, :func:`lookup`), so a saved model
+loads, samples and resumes after the files it was built from have moved or gone, from any working directory.
 """
 from __future__ import annotations
 
@@ -14,10 +14,7 @@ import contextlib
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
-
-if TYPE_CHECKING:
-    from diffflow_core.model import Model
+from typing import Any, Iterator
 
 #: What a reference record keeps of the referenced checkpoint: everything but the weights.
 RECORD_KEYS = ("config", "event_shape", "data", "references")
@@ -63,22 +60,13 @@ def recorded_in(checkpoint: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return read_checkpoint(checkpoint).get("references") or {}
 
 
-def load_reference(path: str) -> Model:
-    """The saved model at ``path`` for a component that refers to it: with its weights from the file, or, while
-    a checkpoint that recorded ``path`` is rebuilt, its architecture alone from the record (the weights then
-    come from that checkpoint). The record is collected for the model being built."""
-    from diffflow_core.checkpoint import load_state, read_model_checkpoint
-    from diffflow_core.model import Model
+def lookup(path: str) -> dict[str, Any] | None:
+    """The record of ``path`` while a checkpoint that recorded it is rebuilt, else None (read the file)."""
+    return _stored.get().get(path)
 
-    entry = _stored.get().get(path)
-    if entry is not None:
-        model = Model.rebuild(entry)
-    else:
-        payload = read_model_checkpoint(path)
-        model = Model.rebuild(payload)
-        load_state(model, payload["state_dict"], str(path))
-        entry = record(payload)
+
+def note(path: str, entry: dict[str, Any]) -> None:
+    """Collect the record of a reference loaded for the model being built (nothing outside a build)."""
     found = _collected.get()
     if found is not None:
         found[path] = entry
-    return model

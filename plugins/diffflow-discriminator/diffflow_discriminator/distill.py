@@ -88,7 +88,7 @@ class DistillFlow(Flow):
         if form not in FORMS:
             raise ConfigError(f"form: expected one of {', '.join(FORMS)}, got {form!r}")
         teacher_steps = None if teacher_steps is None else check.positive_int("teacher_steps", teacher_steps)
-        from diffflow_core.references import load_reference
+        from diffflow_core.model import load_reference
 
         model = load_reference(teacher)
         self.teacher = model.flow.requires_grad_(False)

@@ -92,7 +92,7 @@ class DiscriminatorGuidanceFlow(ComposedFlow):
                  event_shape: tuple[int, ...] | None = None, data: Any = None, num_classes: int | None = None) -> None:
         if not isinstance(base, str) or not base:
             raise ConfigError(f"base: expected the path of the saved model to guide (a checkpoint), got {base!r}")
-        from diffflow_core.references import load_reference
+        from diffflow_core.model import load_reference
 
         model = load_reference(base)
         if not model.smoother.integrates_flow:

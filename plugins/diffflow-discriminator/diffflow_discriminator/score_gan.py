@@ -85,7 +85,7 @@ class ScoreGanFlow(Flow):
         if data_score is not None:  # a ready denoiser (distillation's teacher, diffflow_discriminator.distill)
             self.data_score = data_score
         elif data_checkpoint is not None:
-            from diffflow_core.references import load_reference
+            from diffflow_core.model import load_reference
 
             self.data_score = load_reference(data_checkpoint).flow
         else:
