@@ -139,18 +139,31 @@ class DiscriminatorFlow(Flow):
         order = torch.argsort(k, descending=True)
         counts = k[order].tolist()
         x = x0[order].clone()
-        dt = 1.0 / steps
         active = len(counts)
         for j in range(counts[0] if counts else 0):
             while counts[active - 1] <= j:  # counts[0] > j: the prefix never empties
                 active -= 1
-            t = torch.tensor(j * dt, dtype=x.dtype, device=x.device)
-            moving = x[:active]  # a view: the updates below write into x
-            context = SamplingContext(generator, step=j, steps=steps)
-            moving.add_(self.evaluate_drift(moving, t, context), alpha=dt)
-            scale = float(self.diffusion(t)) * dt ** 0.5
-            if scale:  # no draw where the noise is 0 (deterministic flows, TDPM's GAN phase)
-                moving.add_(draw_noise(moving.shape, generator, x), alpha=scale)
+            self._euler_step(x[:active], j, steps, generator)  # a view: the step writes into x
         out = torch.empty_like(x)
         out[order] = x
         return out
+
+    @torch.no_grad()
+    def trajectories(self, x0: Tensor, horizon: int, steps: int, generator: torch.Generator | None = None) -> Tensor:
+        """``[horizon, N, ...]``: the states ``z_0 .. z_{horizon-1}`` of each particle of ``x0`` along one
+        simulation with ``steps`` uniform Euler steps on ``[0, 1]`` (the steps of :meth:`simulate`)."""
+        states = torch.empty(horizon, *x0.shape, dtype=x0.dtype, device=x0.device)
+        states[0] = x0
+        for j in range(horizon - 1):
+            states[j + 1] = states[j]
+            self._euler_step(states[j + 1], j, steps, generator)
+        return states
+
+    def _euler_step(self, x: Tensor, j: int, steps: int, generator: torch.Generator | None) -> None:
+        """Step ``j`` of ``steps`` in place: ``x += v(x, j/steps) dt (+ g sqrt(dt) eps)``."""
+        dt = 1.0 / steps
+        t = torch.tensor(j * dt, dtype=x.dtype, device=x.device)
+        x.add_(self.evaluate_drift(x, t, SamplingContext(generator, step=j, steps=steps)), alpha=dt)
+        scale = float(self.diffusion(t)) * dt ** 0.5
+        if scale:  # no draw where the noise is 0 (deterministic flows, TDPM's GAN phase)
+            x.add_(draw_noise(x.shape, generator, x), alpha=scale)

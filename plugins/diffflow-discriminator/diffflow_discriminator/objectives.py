@@ -153,16 +153,28 @@ class DiscriminatorFlowObjective(Objective):
     Discriminator Flows use ``c0 = 0``); ``lr``/``betas`` the Adam settings of the discriminator and of the
     ``score`` player a flow with a score network adds. The discriminator is time-conditioned, and averaged by
     the trainer's EMA: it is the sampler.
+
+    ``particles`` says how the batch's ``(z_k, k)`` are drawn. ``"independent"`` is GPM's: one particle per
+    sample with its own ``k ~ U{0..N-1}``, simulated to ``z_k`` (about ``B N / 2`` particle-steps per batch of
+    ``B``). ``"trajectories"`` simulates ``ceil(B / N)`` particles through all ``N`` steps and pairs every state
+    ``z_k`` with its ``t = k/N`` (a random ``B`` of them when ``N`` does not divide ``B``): each time gets
+    ``B / N`` independent particles of the same law ``z_k``, as GPM's gets in expectation, so the objective (eq
+    20) is the same, estimated with ``k`` stratified, for ``B`` particle-steps; states at different times of
+    one batch are correlated.
     """
+
+    PARTICLES = ("independent", "trajectories")
 
     def __init__(self, flow: DiscriminatorFlow, flow_steps: int = 56, d_steps: int = 1, gp_weight: float = 0.0,
                  gp_center: float = 0.0, r1_weight: float = 0.0, lr: float | None = None,
-                 betas=(0.5, 0.999)) -> None:
+                 betas=(0.5, 0.999), particles: str = "independent") -> None:
         require_discriminator(flow, "discriminator-flow")
         if not flow.time_conditioned:
             raise ConfigError("flow.time_conditioned: a Discriminator Flow needs a time-conditioned discriminator; "
                               "set time_conditioned = true (or use objective 'gan' with the generator smoother)")
-        self.flow = flow
+        if particles not in self.PARTICLES:
+            raise ConfigError(f"particles: expected one of {', '.join(map(repr, self.PARTICLES))}, got {particles!r}")
+        self.flow, self.particles = flow, particles
         self.flow_steps = check.positive_int("flow_steps", flow_steps)
         self.d_steps = check.positive_int("d_steps", d_steps)
         self.critic = DiscriminatorLoss(gp_weight, gp_center, r1_weight)
@@ -174,9 +186,15 @@ class DiscriminatorFlowObjective(Objective):
             self.score_objective = registry("objectives").create("dsm-edm")
 
     def simulated_particles(self, n: int, generator: torch.Generator | None, device) -> tuple[Tensor, Tensor]:
-        """Algorithm 3 steps 2-3: ``z_k`` and ``t = k/N`` with ``k ~ U{0..N-1}`` per particle (below the flow's
-        ``gan_horizon``: TDPM's GAN phase ends early)."""
+        """Algorithm 3 steps 2-3: ``n`` particles ``z_k`` with their ``t = k/N``, ``k`` below the flow's
+        ``gan_horizon`` (TDPM's GAN phase ends early), drawn as ``particles`` says."""
         horizon = max(1, round(self.flow.gan_horizon * self.flow_steps))
+        if self.particles == "trajectories":
+            x0 = self.flow.prior(-(-n // horizon), generator=generator, device=device)
+            states = self.flow.trajectories(x0, horizon, self.flow_steps, generator)
+            k = torch.arange(horizon, device=device).repeat_interleave(x0.shape[0])
+            keep = torch.randperm(k.numel(), generator=generator, device=draw_device(generator, device))[:n].to(device)
+            return states.flatten(0, 1)[keep], k[keep].to(x0.dtype) / self.flow_steps
         k = torch.randint(0, horizon, (n,), generator=generator, device=draw_device(generator, device)).to(device)
         x0 = self.flow.prior(n, generator=generator, device=device)
         return self.flow.simulate(x0, k, self.flow_steps, generator), k.to(x0.dtype) / self.flow_steps

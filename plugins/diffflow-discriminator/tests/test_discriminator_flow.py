@@ -80,6 +80,24 @@ def test_training_times_and_particles_match():
     torch.testing.assert_close(z.double(), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("n", [32, 30])
+def test_trajectory_particles_pair_each_state_with_its_time(n):
+    """``particles = "trajectories"``: ``ceil(n / N)`` particles simulated through all N steps; every drawn
+    ``(z, t)`` is the Euler state after ``k = tN`` steps of its own particle, and each time gets n / N of them."""
+    f = flow().double()
+    f.event_shape = (2,)
+    objective = DiscriminatorFlowObjective(f, flow_steps=8, particles="trajectories")
+    z, t = objective.simulated_particles(n, torch.Generator().manual_seed(2), "cpu")
+    replay = torch.Generator().manual_seed(2)
+    x0 = f.prior(4, replay, "cpu").double()
+    keep = torch.randperm(32, generator=replay)[:n]
+    states = torch.stack([torch.stack([euler_iterate(x, k, 8) for x in x0]) for k in range(8)])
+    torch.testing.assert_close(z.double(), states.flatten(0, 1)[keep], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(t.double(), (torch.arange(8).repeat_interleave(4)[keep] / 8).double())
+    counts = torch.bincount((t * 8).round().long(), minlength=8)
+    assert int(counts.min()) >= 4 - (32 - n) and int(counts.max()) == 4
+
+
 def test_short_discriminator_flow_training_transports_noise_to_the_data():
     """Reduced end-to-end run: N(0, I) particles learn to flow onto N((2, -1), 0.3^2)."""
     g = torch.Generator().manual_seed(0)

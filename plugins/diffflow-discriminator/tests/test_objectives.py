@@ -125,7 +125,8 @@ def test_each_objectives_step_is_the_shared_loss_on_its_own_particles():
 
 
 @pytest.mark.parametrize("field, value", [("gp_weight", -1.0), ("r1_weight", "1"), ("gp_center", True),
-                                          ("d_steps", 0), ("flow_steps", 1.5), ("betas", (0.5, 1.0))])
+                                          ("d_steps", 0), ("flow_steps", 1.5), ("betas", (0.5, 1.0)),
+                                          ("particles", "all")])
 def test_bad_settings_are_refused_naming_the_field(field, value):
     with pytest.raises(ConfigError, match=f"^{field}: ") as error:
         build(preset="discriminator-flow", data=data(), flow={"network": SMALL}, objective={field: value})
