@@ -136,6 +136,8 @@ class SampleConfig:
     #: the evaluation's test NLL: held-out points and probability-flow ODE steps (Heun) of the likelihood solve
     likelihood_points: int = check.attrs_field(check.positive_int, default=256)
     likelihood_steps: int = check.attrs_field(check.positive_int, default=128)
+    #: particles solved together (:meth:`Model.sample`'s ``batch``); None: automatic, by device and sample size
+    batch: int | None = check.attrs_field(check.positive_int, default=None, optional=True)
 
 
 _SECTIONS = ("flow", "objective", "smoother", "solver", "data", "train", "sample", "preset", "summary")

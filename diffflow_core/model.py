@@ -17,7 +17,7 @@ from diffflow_core.data import Dataset, load_dataset
 from diffflow_core.errors import ConfigError, format_bytes
 from diffflow_core.interfaces import (Flow, Objective, SamplingContext, Smoother, Solver, StepInfo, check_steps)
 
-__all__ = ["Model", "Samples", "build", "build_component", "make_generator"]
+__all__ = ["Model", "Samples", "build", "build_component", "make_generator", "sample_batch"]
 
 
 @attrs.frozen
@@ -35,6 +35,19 @@ def make_generator(seed: int | torch.Generator | None, device: torch.device | st
     if seed is None or isinstance(seed, torch.Generator):
         return seed
     return torch.Generator(device=device).manual_seed(int(seed))
+
+
+#: Values per particle tensor of one CPU solve (:func:`sample_batch`): 128 MNIST images, 42 CIFAR-10 images.
+CPU_SAMPLE_VALUES = 2**17
+
+
+def sample_batch(n: int, event_shape: tuple[int, ...] | None, device: torch.device | str) -> int:
+    """The automatic particles per solve: all ``n`` off the CPU; on the CPU at most ``CPU_SAMPLE_VALUES`` values
+    per particle tensor, so that a network's activations stay small enough for the allocator to reuse
+    (docs/benchmarks/engine.md measures it)."""
+    if torch.device(device).type != "cpu":
+        return n
+    return max(1, min(n, CPU_SAMPLE_VALUES // max(1, math.prod(event_shape or ()))))
 
 
 def build_component(kind: str, spec: Any, context: dict[str, Any]) -> Any:
@@ -142,7 +155,7 @@ class Model(nn.Module):
     def sample(self, n: int | None = None, steps: int | None = None, *, seed: int | torch.Generator | None = 0,
                solver: str | Solver | None = None, grid: str | dict[str, Any] | None = None, record: bool = False,
                callback: Callable[[StepInfo], None] | None = None, progress: str | None = None,
-               **flow_options: Any) -> Samples:
+               batch: int | None = None, **flow_options: Any) -> Samples:
         """Draw ``n`` samples with ``steps`` solver steps (defaults from the config); NFE is reported.
 
         A generator smoother samples with one network pass (1 NFE); otherwise particles start from the
@@ -151,11 +164,20 @@ class Model(nn.Module):
         (e.g. ``label=3, guidance=2.0``) are validated by ``flow.check_sampling_options`` and reach the flow in the
         solve's :class:`SamplingContext`, with ``seed``'s generator. ``progress`` names a progress bar over the solver
         steps (None: no bar).
+
+        ``batch`` particles are solved together (default ``sample.batch``, else :func:`sample_batch`'s choice):
+        the prior is drawn for all ``n`` first, then solved ``batch`` at a time, so a deterministic solve gives the
+        same samples at any ``batch``. Large image batches are slow on a CPU (each activation a fresh mapping of
+        pages: docs/benchmarks/engine.md), not on a GPU. An interacting flow, a generator or kernel smoother, a
+        recorded trajectory and a step ``callback`` need all particles in one solve; an explicit smaller ``batch``
+        with them is refused. The reported ``nfe`` is the largest of the chunks' (they differ only under an
+        adaptive solver).
         """
         n = n if n is not None else (self.config.sample.n if self.config else 2000)
         steps = steps if steps is not None else (self.config.sample.steps if self.config else None)
         n = check.positive_int("n", n, expected="a positive number of samples")
         self.check_sample_memory(n, steps if check.is_integer(steps) else None, record=record)
+        batch = self._sample_batch(n, batch, whole=record or callback is not None)
         generator = make_generator(seed, self.device)
         if hasattr(self.smoother, "sample") and not flow_options:
             return Samples(self.smoother.sample(n, generator), nfe=1)
@@ -167,11 +189,35 @@ class Model(nn.Module):
         from diffflow_core.progress import solve_progress
 
         x0 = self.flow.prior(n, generator=generator, device=self.device)
-        with solve_progress(steps, progress, callback) as on_step:  # solve checks the flow and the options
-            solution = solver.solve(self.flow, x0, times, smoother=self.smoother,
-                                    context=SamplingContext(generator, flow_options), callback=on_step,
-                                    record=record)
-        return Samples(solution.x, solution.nfe, solution.trajectory, solution.times)
+        chunks = range(0, n, batch)
+        with solve_progress(steps * len(chunks), progress, callback) as on_step:  # solve checks flow and options
+            solutions = [solver.solve(self.flow, x0[i:i + batch], times, smoother=self.smoother,
+                                      context=SamplingContext(generator, flow_options), callback=on_step,
+                                      record=record) for i in chunks]
+        if len(solutions) == 1:
+            (solution,) = solutions
+            return Samples(solution.x, solution.nfe, solution.trajectory, solution.times)
+        return Samples(torch.cat([s.x for s in solutions]), max(s.nfe for s in solutions))
+
+    def _sample_batch(self, n: int, batch: int | None, whole: bool) -> int:
+        """The particles per solve: ``batch``, else ``sample.batch``, else :func:`sample_batch`; all ``n`` where
+        the particles move together (an interacting flow, a generator or kernel smoother) or are observed together
+        (a recorded trajectory, a step callback), where an explicit smaller ``batch`` is refused."""
+        field = "batch"
+        if batch is None and self.config is not None and self.config.sample.batch is not None:
+            batch, field = self.config.sample.batch, "sample.batch"
+        if self.flow.interacting:
+            why = f"flow {type(self.flow).__name__}'s drift couples the particles of a batch"
+        elif not self.smoother.integrates_flow:
+            why = f"smoother {type(self.smoother).__name__} moves all particles together"
+        else:
+            why = "a recorded trajectory or a step callback sees all particles at once" if whole else ""
+        if batch is None:
+            return n if why else sample_batch(n, self.flow.event_shape, self.device)
+        batch = check.positive_int(field, batch, expected="a positive number of particles per solve")
+        if batch < n and why:
+            raise ConfigError(f"{field}={batch}: {why}; expected no {field} (all {n} particles in one solve)")
+        return min(batch, n)
 
     def times(self, steps: int, grid: str | dict[str, Any] | None = None) -> Tensor:
         """The flow's sampling grid of ``steps`` steps, on the registered ``grid`` when given; a flow whose
