@@ -167,17 +167,17 @@ class Model(nn.Module):
 
         ``batch`` particles are solved together (default ``sample.batch``, else :func:`sample_batch`'s choice):
         the prior is drawn for all ``n`` first, then solved ``batch`` at a time, so a deterministic solve gives the
-        same samples at any ``batch``. Large image batches are slow on a CPU (each activation a fresh mapping of
-        pages: docs/benchmarks/engine.md), not on a GPU. An interacting flow, a generator or kernel smoother, a
-        recorded trajectory and a step ``callback`` need all particles in one solve; an explicit smaller ``batch``
-        with them is refused. The reported ``nfe`` is the largest of the chunks' (they differ only under an
-        adaptive solver).
+        same samples at any ``batch``; recorded trajectories (at the grid's times, for every solver) are joined.
+        Large image batches are slow on a CPU (each activation a fresh mapping of pages:
+        docs/benchmarks/engine.md), not on a GPU. An interacting flow, a generator or kernel smoother and a step
+        ``callback`` need all particles in one solve; an explicit smaller ``batch`` with them is refused. The
+        reported ``nfe`` is the largest of the chunks' (they differ only under an adaptive solver).
         """
         n = n if n is not None else (self.config.sample.n if self.config else 2000)
         steps = steps if steps is not None else (self.config.sample.steps if self.config else None)
         n = check.positive_int("n", n, expected="a positive number of samples")
         self.check_sample_memory(n, steps if check.is_integer(steps) else None, record=record)
-        batch = self._sample_batch(n, batch, whole=record or callback is not None)
+        batch = self._sample_batch(n, batch, whole=callback is not None)
         generator = make_generator(seed, self.device)
         if hasattr(self.smoother, "sample") and not flow_options:
             return Samples(self.smoother.sample(n, generator), nfe=1)
@@ -197,12 +197,14 @@ class Model(nn.Module):
         if len(solutions) == 1:
             (solution,) = solutions
             return Samples(solution.x, solution.nfe, solution.trajectory, solution.times)
-        return Samples(torch.cat([s.x for s in solutions]), max(s.nfe for s in solutions))
+        trajectory = torch.cat([s.trajectory for s in solutions], dim=1) if record else None
+        return Samples(torch.cat([s.x for s in solutions]), max(s.nfe for s in solutions), trajectory,
+                       solutions[0].times)
 
     def _sample_batch(self, n: int, batch: int | None, whole: bool) -> int:
         """The particles per solve: ``batch``, else ``sample.batch``, else :func:`sample_batch`; all ``n`` where
         the particles move together (an interacting flow, a generator or kernel smoother) or are observed together
-        (a recorded trajectory, a step callback), where an explicit smaller ``batch`` is refused."""
+        (a step callback), where an explicit smaller ``batch`` is refused."""
         field = "batch"
         if batch is None and self.config is not None and self.config.sample.batch is not None:
             batch, field = self.config.sample.batch, "sample.batch"
@@ -211,7 +213,7 @@ class Model(nn.Module):
         elif not self.smoother.integrates_flow:
             why = f"smoother {type(self.smoother).__name__} moves all particles together"
         else:
-            why = "a recorded trajectory or a step callback sees all particles at once" if whole else ""
+            why = "a step callback sees all particles at once" if whole else ""
         if batch is None:
             return n if why else sample_batch(n, self.flow.event_shape, self.device)
         batch = check.positive_int(field, batch, expected="a positive number of particles per solve")

@@ -33,6 +33,9 @@ def test_a_deterministic_solve_gives_the_same_samples_at_any_batch():
         chunked = model.sample(50, 6, seed=3, batch=batch)
         torch.testing.assert_close(chunked.x, whole.x, rtol=1e-5, atol=1e-6)
         assert chunked.nfe == whole.nfe == 11  # Heun, its last step Euler
+    recorded = model.sample(50, 6, seed=3, batch=7, record=True)
+    torch.testing.assert_close(recorded.trajectory[-1], whole.x, rtol=1e-5, atol=1e-6)
+    assert recorded.trajectory.shape == (7, 50, 2) and recorded.times.shape == (7,)
 
 
 def test_the_config_batch_sets_the_chunks_and_an_explicit_batch_overrides_it():
@@ -56,7 +59,6 @@ def test_the_automatic_batch_caps_the_values_of_a_cpu_solve_only():
 @pytest.mark.parametrize("preset, options, why", [
     ("mmd", {}, "couples the particles"),
     ("svgd", {}, "moves all particles together"),
-    ("rectified-flow", {"record": True}, "recorded trajectory"),
     ("rectified-flow", {"callback": lambda info: None}, "step callback"),
 ])
 def test_particles_that_move_or_are_seen_together_are_solved_whole(preset, options, why):
