@@ -37,8 +37,8 @@ def make_generator(seed: int | torch.Generator | None, device: torch.device | st
     return torch.Generator(device=device).manual_seed(int(seed))
 
 
-#: Values per particle tensor of one CPU solve (:func:`sample_batch`): 128 MNIST images, 42 CIFAR-10 images.
-CPU_SAMPLE_VALUES = 2**17
+#: Values per particle tensor of one CPU solve (:func:`sample_batch`): 64 MNIST images, 21 CIFAR-10 images.
+CPU_SAMPLE_VALUES = 2**16
 
 
 def sample_batch(n: int, event_shape: tuple[int, ...] | None, device: torch.device | str) -> int:
