@@ -109,9 +109,11 @@ def blocks(path: Path) -> list[Block]:
 
 
 def registry_names(kind: str) -> set[str]:
+    """Names of the installed components of ``kind``: those other tests register programmatically in the same
+    process (``tinymodel``'s ``tiny-score``) are not the project's and need no docs."""
     from diffflow_core import registry
 
-    return set(registry(kind).names())
+    return {entry.name for entry in registry(kind).list() if entry.distribution != "(programmatic)"}
 
 
 def all_names() -> dict[str, set[str]]:
