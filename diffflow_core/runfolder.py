@@ -47,8 +47,10 @@ RUN_MARKERS = ("checkpoint.pt", "metrics.jsonl", "metrics.json", "samples.npy")
 #: What run and train write into a run folder (plus ``snapshots/``); ``--overwrite`` deletes them first.
 OUTPUTS = ("config.json", "checkpoint.pt", "metrics.jsonl", "metrics.csv", "metrics.json", "samples.npy",
            "samples.png", "trajectory.png", "interpolation.png", "loss.png")
-#: ``train`` settings a resumed run may change: how long it runs and how it reports, never what it trains.
-RESUMABLE = ("steps", "log_every", "eval_every", "checkpoint_every", "progress", "compile", "channels_last")
+#: ``train`` settings a resumed run may change: how long it runs, where its learning rate decays (``decay``, a
+#: fraction of the new ``steps``: a run trained at a constant rate can end in a cool-down) and how it reports,
+#: never what it trains.
+RESUMABLE = ("steps", "decay", "log_every", "eval_every", "checkpoint_every", "progress", "compile", "channels_last")
 
 
 class RunFolder:

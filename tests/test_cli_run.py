@@ -91,6 +91,16 @@ def test_train_then_resume_continues_to_more_steps(finished_run, tmp_path):
     assert steps == [0, 5, 9]  # log_every 50: the first and last step of each invocation
 
 
+def test_a_resumed_run_can_end_in_a_learning_rate_cool_down(finished_run, tmp_path):
+    """``--set train.decay`` on resume: constant rate until the last fraction of the new steps, then linear to 0."""
+    cfg = str(finished_run / "tiny.toml")
+    assert main(["train", cfg, "--steps", "6", "--out", str(tmp_path), "--set", "train.warmup=0"]) == 0
+    assert main(["train", "--steps", "10", "--out", str(tmp_path), "--resume", "--set", "train.decay=0.4"]) == 0
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["train_state"]
+    (group,) = state["optimizers"][0]["param_groups"]
+    assert group["lr"] == pytest.approx(group["base_lr"] * 0.25)  # step 9 of 10, decay over the last 4
+
+
 def test_data_from_a_npy_file(finished_run, tmp_path):
     points = torch.randn(400, 2, generator=torch.Generator().manual_seed(0)).numpy() * 0.5 + 2.0
     np.save(tmp_path / "mine.npy", points)
