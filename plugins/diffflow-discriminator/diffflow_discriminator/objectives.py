@@ -160,7 +160,7 @@ class DiscriminatorFlowObjective(Objective):
     ``z_k`` with its ``t = k/N`` (a random ``B`` of them when ``N`` does not divide ``B``): each time gets
     ``B / N`` independent particles of the same law ``z_k``, as GPM's gets in expectation, so the objective (eq
     20) is the same, estimated with ``k`` stratified, for ``B`` particle-steps; states at different times of
-    one batch are correlated.
+    one batch are correlated. (With a ``gan_horizon`` below 1, TDPM's, ``N`` counts the steps below it.)
     """
 
     PARTICLES = ("independent", "trajectories")
