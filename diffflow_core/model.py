@@ -177,7 +177,7 @@ class Model(nn.Module):
         steps = steps if steps is not None else (self.config.sample.steps if self.config else None)
         n = check.positive_int("n", n, expected="a positive number of samples")
         self.check_sample_memory(n, steps if check.is_integer(steps) else None, record=record)
-        batch = self._sample_batch(n, batch, whole=callback is not None)
+        batch = self.solve_batch(n, batch, observed=callback is not None)
         generator = make_generator(seed, self.device)
         if hasattr(self.smoother, "sample") and not flow_options:
             return Samples(self.smoother.sample(n, generator), nfe=1)
@@ -201,10 +201,11 @@ class Model(nn.Module):
         return Samples(torch.cat([s.x for s in solutions]), max(s.nfe for s in solutions), trajectory,
                        solutions[0].times)
 
-    def _sample_batch(self, n: int, batch: int | None, whole: bool) -> int:
-        """The particles per solve: ``batch``, else ``sample.batch``, else :func:`sample_batch`; all ``n`` where
-        the particles move together (an interacting flow, a generator or kernel smoother) or are observed together
-        (a step callback), where an explicit smaller ``batch`` is refused."""
+    def solve_batch(self, n: int, batch: int | None = None, observed: bool = False) -> int:
+        """The particles per solve of :meth:`sample`: ``batch``, else ``sample.batch``, else :func:`sample_batch`;
+        all ``n`` where the particles move together (an interacting flow, a generator or kernel smoother) or are
+        ``observed`` together (a step callback), where an explicit smaller ``batch`` is refused (``diffflow run``
+        asks before training)."""
         field = "batch"
         if batch is None and self.config is not None and self.config.sample.batch is not None:
             batch, field = self.config.sample.batch, "sample.batch"
@@ -213,7 +214,7 @@ class Model(nn.Module):
         elif not self.smoother.integrates_flow:
             why = f"smoother {type(self.smoother).__name__} moves all particles together"
         else:
-            why = "a step callback sees all particles at once" if whole else ""
+            why = "a step callback sees all particles at once" if observed else ""
         if batch is None:
             return n if why else sample_batch(n, self.flow.event_shape, self.device)
         batch = check.positive_int(field, batch, expected="a positive number of particles per solve")

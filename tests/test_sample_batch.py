@@ -79,3 +79,11 @@ def test_a_bad_batch_is_refused_naming_the_field():
     model = build(preset="edm", data=ring(), flow={"network": TINY})
     with pytest.raises(ConfigError, match="^batch: "):
         model.sample(10, 2, batch=1.5)
+
+
+def test_diffflow_run_refuses_a_batch_the_model_cannot_split_before_training(tmp_path, capsys):
+    from diffflow_core.cli import main
+
+    code = main(["run", "--preset", "gan", "--steps", "5", "--set", "sample.batch=8", "--out", str(tmp_path / "gan")])
+    assert code != 0 and "sample.batch=8: smoother GeneratorSmoother" in capsys.readouterr().err
+    assert not (tmp_path / "gan" / "checkpoint.pt").exists()

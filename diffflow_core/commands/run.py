@@ -339,6 +339,7 @@ def run(args) -> int:
     if n < 1:
         raise ConfigError(f"--n: expected a positive number of samples, got {n}")
     model.check_sample_memory(n, steps, record=True)  # as evaluate will draw them: refuse before training
+    model.solve_batch(n)  # a sample.batch the model cannot split: refused before training too
     options = sampling_options(model, args)
     out = run_folder(args, model)
     args.out = str(out)

@@ -42,7 +42,8 @@ from diffflow_discriminator.score_gan import GeneratedDSM, ScoreGanFlow
 __all__ = ["DistillFlow", "Distill", "gaussian_prior_std"]
 
 FORMS = ("regression", "score")
-#: Teacher solves per chunk when the regression pairs are made (bounds the memory of one solve).
+#: Most teacher solves per chunk when the regression pairs are made (bounds the memory of one solve on any device;
+#: on a CPU :func:`~diffflow_core.model.sample_batch` makes image chunks smaller, as for sampling).
 _CHUNK = 4096
 
 
@@ -133,9 +134,12 @@ class DistillFlow(Flow):
         dim = math.prod(self.event_shape)
         z = torch.randn(n, dim, generator=generator).to(device)
         times = self.teacher.time_grid(self.teacher_steps).to(device)
+        from diffflow_core.model import sample_batch
+
+        chunk_size = min(_CHUNK, sample_batch(n, self.event_shape, device))
         targets = [self.teacher_solver.solve(self.teacher, (std * chunk).reshape(-1, *self.event_shape), times,
                                              context=SamplingContext(generator)).x
-                   for chunk in z.split(_CHUNK)]
+                   for chunk in z.split(chunk_size)]
         return z, torch.cat(targets)
 
 
